@@ -1,0 +1,46 @@
+# One image for every Lastmile process; the command names the service:
+#   docker build -t lastmile .
+#   docker run --rm -e LASTMILE_AMQP_URI=... lastmile needs
+# (names: needs, dispatch, volunteers, ratings, gateway; see lastmile/topology.py)
+
+# ---- builder: the virtualenv, from the pinned requirements -------------------------
+FROM python:3.11.7-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Every pin in requirements.txt has a manylinux wheel for CPython 3.11, so no compiler.
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+
+# ---- final: the venv and the code, run as a non-root user --------------------------
+FROM python:3.11.7-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    LASTMILE_DATA_DIR=/app/var
+
+RUN groupadd --system --gid 10001 lastmile \
+ && useradd --system --uid 10001 --gid lastmile --home-dir /app --no-create-home \
+            --shell /usr/sbin/nologin lastmile
+
+# Same path as in the builder: the venv's scripts name /opt/venv/bin/python.
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+# Code stays owned by root (read-only to the service); only var/ is writable.
+COPY lastmile/ lastmile/
+COPY services/ services/
+COPY gateway/ gateway/
+RUN python -m compileall -q lastmile services gateway \
+ && mkdir -p /app/var \
+ && chown lastmile:lastmile /app/var
+
+USER lastmile
+EXPOSE 8000
+
+# The runner handles SIGTERM itself (graceful stop), so python runs as PID 1 directly.
+ENTRYPOINT ["python", "-m", "lastmile.runner"]

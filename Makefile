@@ -1,0 +1,28 @@
+# Lastmile: `make run` starts the whole stack with demo data; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+# The demo's first admin; set your own for anything but a demo.
+export LASTMILE_ADMIN_PHONE ?= 13800000000
+export LASTMILE_ADMIN_PASSWORD ?= lastmile-admin
+
+.PHONY: run test demo clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==24.3.1
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m lastmile.stack --demo
+
+demo: $(VENV)/.installed
+	$(PY) -m lastmile.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+clean:
+	rm -rf var

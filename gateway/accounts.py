@@ -1,0 +1,149 @@
+"""Accounts, passwords and tokens: argon2 hashes, HS256 tokens that carry the
+role and site, and the first admin from the environment."""
+import logging
+import secrets
+from datetime import timedelta
+
+import jwt
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from marshmallow import fields, validate
+
+from lastmile import config
+from lastmile.auth import Actor
+from lastmile.db import new_id, utcnow
+from lastmile.errors import Conflict, InvalidInput, Unauthorized
+from lastmile.store import Store
+from lastmile.validation import StrictSchema, phone_field, site_id_field
+from gateway.models import Account, Setting
+
+log = logging.getLogger(__name__)
+hasher = PasswordHasher()
+# Verified against when the phone is unknown, so timing does not reveal which phones exist.
+_DUMMY_HASH = hasher.hash("not a password of anyone")
+
+
+class RegisterSchema(StrictSchema):
+    phone = phone_field(required=True)
+    password = fields.String(required=True, validate=validate.Length(min=8, max=128))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    role = fields.String(required=True, validate=validate.OneOf(("resident", "volunteer")))
+
+
+class AccountCreateSchema(RegisterSchema):
+    role = fields.String(required=True, validate=validate.OneOf(("collector", "staff", "admin")))
+    site_id = site_id_field(load_default=None, allow_none=True)
+
+
+class TokenSchema(StrictSchema):
+    phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+def account_view(account):
+    return {
+        "id": account.id, "phone": account.phone, "name": account.name, "role": account.role,
+        "site_id": account.site_id, "created_at": account.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class GatewayStore(Store):
+    """The gateway's database, plus what must exist before the first request: the
+    token signing key (shared by every gateway replica) and the first admin."""
+
+    def start(self):
+        super().start()
+        with self.Session.begin() as session:
+            self.secret = config.get("LASTMILE_SECRET_KEY") or self._stored_secret(session)
+        phone, password = config.get("LASTMILE_ADMIN_PHONE"), config.get("LASTMILE_ADMIN_PASSWORD")
+        if phone and password:
+            with self.Session.begin() as session:
+                if session.scalars(sa.select(Account).where(Account.phone == phone)).first() is None:
+                    session.add(Account(id=new_id(), phone=phone, password_hash=hasher.hash(password), name="Administrator",
+                                        role="admin", site_id=None, token_version=1, created_at=utcnow()))
+                    log.info("created the first admin account")
+
+    def _stored_secret(self, session):
+        row = session.get(Setting, "token_secret")
+        if row is None:
+            row = Setting(key="token_secret", value=secrets.token_urlsafe(48))
+            session.add(row)
+            try:
+                session.flush()
+            except sa.exc.IntegrityError:
+                # Another replica stored it first.
+                session.rollback()
+                row = session.get(Setting, "token_secret")
+        return row.value
+
+    def get_dependency(self, worker_ctx):
+        return Accounts(self, worker_ctx)
+
+
+class Accounts:
+    def __init__(self, store, worker_ctx):
+        self.store = store
+        self.worker_ctx = worker_ctx
+
+    def register(self, data, site_id=None):
+        with self.store.Session.begin() as session:
+            if session.scalars(sa.select(Account.id).where(Account.phone == data["phone"])).first():
+                raise Conflict("This phone is registered already", {"phone": ["Registered already."]})
+            account = Account(id=new_id(), phone=data["phone"], password_hash=hasher.hash(data["password"]),
+                              name=data["name"], role=data["role"], site_id=site_id, token_version=1,
+                              created_at=utcnow())
+            session.add(account)
+            try:
+                session.flush()
+            except sa.exc.IntegrityError:
+                raise Conflict("This phone is registered already", {"phone": ["Registered already."]})
+            return account_view(account)
+
+    def issue_token(self, phone, password):
+        with self.store.Session.begin() as session:
+            account = session.scalars(sa.select(Account).where(Account.phone == phone)).first()
+            try:
+                hasher.verify(account.password_hash if account else _DUMMY_HASH, password)
+            except (VerifyMismatchError, InvalidHashError):
+                account = None
+            if account is None:
+                raise Unauthorized("Wrong phone or password")
+            ttl = config.get_int("LASTMILE_TOKEN_TTL")
+            now = utcnow()
+            claims = {
+                "sub": account.id, "role": account.role, "site_id": account.site_id, "name": account.name,
+                "ver": account.token_version, "iat": now, "exp": now + timedelta(seconds=ttl),
+            }
+            token = jwt.encode(claims, self.store.secret, algorithm="HS256")
+            return {"access_token": token, "token_type": "bearer", "expires_in": ttl,
+                    "user": {"id": account.id, "role": account.role, "site_id": account.site_id, "name": account.name}}
+
+    def authenticate(self, header):
+        """The actor behind an ``Authorization: Bearer`` header, or 401."""
+        if not header:
+            raise Unauthorized("Send a bearer token in the Authorization header")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send a bearer token in the Authorization header")
+        try:
+            claims = jwt.decode(token.strip(), self.store.secret, algorithms=["HS256"],
+                                options={"require": ["sub", "exp", "ver"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired; ask for a new one")
+        except jwt.InvalidTokenError:
+            raise Unauthorized("The token is not valid")
+        with self.store.Session() as session:
+            account = session.get(Account, claims["sub"])
+            if account is None or account.token_version != claims["ver"]:
+                raise Unauthorized("The token has been revoked")
+            return Actor(id=account.id, role=account.role, site_id=account.site_id, name=account.name)
+
+    def account(self, account_id):
+        with self.store.Session() as session:
+            account = session.get(Account, account_id)
+            return account_view(account) if account else None
+
+    def require_site_for(self, role, site_id):
+        if role in ("collector", "staff") and not site_id:
+            raise InvalidInput("Collectors and staff belong to a site", {"site_id": ["Required for this role."]})

@@ -1,0 +1,147 @@
+"""HTTP plumbing of the gateway on nameko's web server: JSON everywhere, the
+error body of the public contract, limits, request ids and RPC with timeouts."""
+import json
+import logging
+import uuid
+
+import eventlet
+from nameko.exceptions import RemoteError, UnknownService
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from lastmile import config
+from lastmile.errors import InvalidInput, LastmileError, ServiceTimeout, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID = "HTTP_X_REQUEST_ID"
+
+
+def json_response(status, body, headers=None):
+    response = Response(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json", headers=headers
+    )
+    return response
+
+
+def error_response(status, code, message, details=None, headers=None):
+    return json_response(status, {"error": {"code": code, "message": message, "details": details or {}}}, headers)
+
+
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "body_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+}
+
+
+def http_exception_response(exc):
+    code = exc.code or 500
+    allowed = {}
+    if code == 405 and getattr(exc, "valid_methods", None):
+        allowed = {"Allow": ", ".join(exc.valid_methods)}
+    return error_response(code, HTTP_CODES.get(code, "http_error"), exc.description or exc.name, headers=allowed)
+
+
+class JsonWsgiApp(WsgiApp):
+    """Routes like nameko's, but every answer is JSON, bodies are capped and each
+    request carries an id (``X-Request-Id``, taken from the client or made here)."""
+
+    def __call__(self, environ, start_response):
+        environ[REQUEST_ID] = (environ.get(REQUEST_ID) or uuid.uuid4().hex)[:64]
+
+        def start_with_id(status, headers, exc_info=None):
+            headers.append(("X-Request-Id", environ[REQUEST_ID]))
+            return start_response(status, headers, exc_info)
+
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            response = error_response(413, "body_too_large", f"The body may be at most {MAX_BODY_BYTES} bytes")
+            return response(environ, start_with_id)
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+            request.path_values = values
+            response = provider.handle_request(request)
+        except HTTPException as exc:
+            response = http_exception_response(exc)
+        except Exception:
+            log.exception("unhandled error")
+            response = error_response(500, "internal_error", "Something went wrong on our side")
+        return response(environ, start_with_id)
+
+
+class ApiServer(WebServer):
+    def get_wsgi_app(self):
+        return JsonWsgiApp(self)
+
+    def context_data_from_headers(self, request):
+        # Carried to every RPC call and into the envelope of the events it causes.
+        return {"request_id": request.environ.get(REQUEST_ID)}
+
+
+class ApiRoute(HttpRequestHandler):
+    server = ApiServer()
+
+    def response_from_exception(self, exc):
+        if isinstance(exc, LastmileError):
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        log.error("unhandled error in %s", self.method_name, exc_info=(type(exc), exc, exc.__traceback__))
+        return error_response(500, "internal_error", "Something went wrong on our side")
+
+
+def read_json(request, required=True):
+    """The body as a JSON object; an empty body is ``{}`` where none is required."""
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"The body may be at most {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        if required:
+            raise InvalidInput("A JSON body is required", {"body": ["Missing."]})
+        return {}
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send the body as application/json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The body is not valid JSON", {"body": [str(exc)]})
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object", {"body": ["Expected a JSON object."]})
+    return body
+
+
+class BodyTooLarge(LastmileError):
+    status = 413
+    code = "body_too_large"
+
+
+class InternalError(LastmileError):
+    status = 500
+    code = "internal_error"
+
+
+class UnsupportedMediaType(LastmileError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def call(proxy, service, method, *args, timeout=None):
+    """One RPC with a deadline: 504 when the service does not answer in time,
+    503 when no such service is running."""
+    seconds = timeout or config.get_float("LASTMILE_RPC_TIMEOUT")
+    try:
+        with eventlet.Timeout(seconds, ServiceTimeout(f"The {service} service did not answer in time",
+                                                      {"service": service})):
+            return getattr(proxy, method)(*args)
+    except UnknownService:
+        raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
+    except RemoteError as exc:
+        log.error("%s.%s failed: %s", service, method, exc)
+        raise InternalError(f"The {service} service failed", {"service": service}) from exc

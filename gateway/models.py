@@ -1,0 +1,31 @@
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lastmile.db import UTCDateTime
+from lastmile.outbox import messaging_tables
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    phone: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    name: Mapped[str] = mapped_column(sa.String(64))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    site_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    # Raised when the password changes, so older tokens stop working.
+    token_version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+MESSAGING = messaging_tables(Base.metadata)

@@ -1,0 +1,262 @@
+"""The gateway: Lastmile's public HTTP contract (DESIGN.md §4) on nameko's web
+server. Routes authenticate, check the caller's role and hand the work to the
+owning service by RPC; services decide ownership and site scope."""
+from pathlib import Path
+
+import eventlet
+from kombu import Connection
+from nameko.rpc import RpcProxy
+
+from lastmile import config
+from lastmile.errors import Forbidden, InvalidInput, LastmileError
+from lastmile.validation import load
+from gateway.accounts import AccountCreateSchema, GatewayStore, RegisterSchema, TokenSchema
+from gateway.http import API, ApiRoute, call, json_response, read_json
+from gateway.models import MESSAGING, Base
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+BACKENDS = ("needs", "dispatch", "volunteers", "ratings")
+ANYONE = None
+STAFF = ("staff", "admin")
+
+
+def route(method, path, roles=ANYONE, public=False, status=200):
+    """Declare a route: who may call it (``public``, or any signed-in caller, or
+    only ``roles``) and the status of its answer."""
+
+    def decorate(handler):
+        def entrypoint(self, request, **path_values):
+            actor = None
+            if not public:
+                actor = self.accounts.authenticate(request.headers.get("Authorization"))
+                if roles is not ANYONE and actor.role not in roles:
+                    raise Forbidden(f"This needs one of the roles: {', '.join(roles)}")
+            result = handler(self, request, actor, **path_values)
+            if isinstance(result, tuple):
+                return json_response(result[0], result[1])
+            return json_response(status, result)
+
+        entrypoint.__name__ = handler.__name__
+        entrypoint.__doc__ = handler.__doc__
+        entrypoint.lastmile_route = {"method": method, "path": path, "roles": roles, "public": public}
+        return ApiRoute.decorator(method, path)(entrypoint)
+
+    return decorate
+
+
+def query_of(request):
+    return request.args.to_dict()
+
+
+class GatewayService:
+    name = "gateway"
+
+    accounts = GatewayStore(Base.metadata, MIGRATIONS, MESSAGING)
+    needs = RpcProxy("needs")
+    dispatch = RpcProxy("dispatch")
+    volunteers = RpcProxy("volunteers")
+    ratings = RpcProxy("ratings")
+
+    def rpc(self, service, method, *args, **kwargs):
+        return call(getattr(self, service), service, method, *args, **kwargs)
+
+    # ---- operations ---------------------------------------------------------------
+
+    @route("GET", "/healthz", public=True)
+    def healthz(self, request, actor):
+        return {"status": "ok"}
+
+    @route("GET", "/readyz", public=True)
+    def readyz(self, request, actor):
+        """200 only when the broker and every service answer."""
+        checks = {"broker": self._check_broker()}
+        pool = eventlet.GreenPool()
+        for name, outcome in zip(BACKENDS, pool.imap(self._check_service, BACKENDS)):
+            checks[name] = outcome
+        missing = sorted(name for name, outcome in checks.items() if outcome != "ok")
+        if missing:
+            return 503, {"status": "unavailable", "missing": missing, "checks": checks}
+        return {"status": "ready", "checks": checks}
+
+    def _check_broker(self):
+        try:
+            with Connection(config.get("LASTMILE_AMQP_URI"), connect_timeout=1) as conn:
+                conn.ensure_connection(max_retries=1, timeout=1)
+            return "ok"
+        except Exception as exc:
+            return f"unreachable: {exc.__class__.__name__}"
+
+    def _check_service(self, name):
+        try:
+            self.rpc(name, "health", timeout=1.5)
+            return "ok"
+        except LastmileError as exc:
+            return exc.code
+
+    # ---- accounts -------------------------------------------------------------------
+
+    @route("POST", API + "/auth/register", public=True, status=201)
+    def register(self, request, actor):
+        data = load(RegisterSchema(), read_json(request))
+        return self.accounts.register(data)
+
+    @route("POST", API + "/auth/token", public=True)
+    def token(self, request, actor):
+        data = load(TokenSchema(), read_json(request))
+        return self.accounts.issue_token(data["phone"], data["password"])
+
+    @route("POST", API + "/accounts", roles=("admin",), status=201)
+    def create_account(self, request, actor):
+        data = load(AccountCreateSchema(), read_json(request))
+        self.accounts.require_site_for(data["role"], data["site_id"])
+        if data["site_id"]:
+            self.rpc("needs", "get_site", data["site_id"])
+        site_id = data.pop("site_id")
+        return self.accounts.register(data, site_id=site_id)
+
+    @route("GET", API + "/me")
+    def me(self, request, actor):
+        return self.accounts.account(actor.id)
+
+    # ---- reference data ---------------------------------------------------------------
+
+    @route("GET", API + "/sites", public=True)
+    def list_sites(self, request, actor):
+        items = self.rpc("needs", "list_sites")
+        return {"items": items, "total": len(items)}
+
+    @route("POST", API + "/sites", roles=("admin",), status=201)
+    def create_site(self, request, actor):
+        return self.rpc("needs", "create_site", actor.to_dict(), read_json(request))
+
+    @route("GET", API + "/sites/<site_id>", public=True)
+    def get_site(self, request, actor, site_id):
+        return self.rpc("needs", "get_site", site_id)
+
+    @route("PATCH", API + "/sites/<site_id>", roles=STAFF)
+    def update_site(self, request, actor, site_id):
+        return self.rpc("needs", "update_site", actor.to_dict(), site_id, read_json(request))
+
+    @route("GET", API + "/categories", public=True)
+    def list_categories(self, request, actor):
+        items = self.rpc("needs", "list_categories")
+        return {"items": items, "total": len(items)}
+
+    @route("POST", API + "/categories", roles=("admin",), status=201)
+    def create_category(self, request, actor):
+        return self.rpc("needs", "create_category", actor.to_dict(), read_json(request))
+
+    @route("GET", API + "/projects", public=True)
+    def list_projects(self, request, actor):
+        items = self.rpc("needs", "list_projects", query_of(request))
+        return {"items": items, "total": len(items)}
+
+    @route("POST", API + "/projects", roles=STAFF, status=201)
+    def create_project(self, request, actor):
+        return self.rpc("needs", "create_project", actor.to_dict(), read_json(request))
+
+    # ---- needs (点单) -------------------------------------------------------------------
+
+    @route("POST", API + "/needs", roles=("resident", "collector", "staff", "admin"))
+    def submit_need(self, request, actor):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 128:
+            raise InvalidInput("Idempotency-Key must be 1 to 128 characters", {"Idempotency-Key": ["Bad length."]})
+        result = self.rpc("needs", "submit_need", actor.to_dict(), read_json(request), key)
+        return (201 if result["created"] else 200), result["need"]
+
+    @route("GET", API + "/needs")
+    def list_needs(self, request, actor):
+        return self.rpc("needs", "list_needs", actor.to_dict(), query_of(request))
+
+    @route("GET", API + "/needs/<need_id>")
+    def get_need(self, request, actor, need_id):
+        return self.rpc("needs", "get_need", actor.to_dict(), need_id)
+
+    @route("POST", API + "/needs/<need_id>/approve", roles=STAFF)
+    def approve_need(self, request, actor, need_id):
+        return self.rpc("needs", "approve_need", actor.to_dict(), need_id, read_json(request, required=False))
+
+    @route("POST", API + "/needs/<need_id>/reject", roles=STAFF)
+    def reject_need(self, request, actor, need_id):
+        return self.rpc("needs", "reject_need", actor.to_dict(), need_id, read_json(request))
+
+    @route("POST", API + "/needs/<need_id>/cancel")
+    def cancel_need(self, request, actor, need_id):
+        return self.rpc("needs", "cancel_need", actor.to_dict(), need_id, read_json(request, required=False))
+
+    # ---- dispatch (派单, 接单) ------------------------------------------------------------
+
+    @route("GET", API + "/needs/<need_id>/order")
+    def get_order(self, request, actor, need_id):
+        return self.rpc("dispatch", "get_order", actor.to_dict(), need_id)
+
+    @route("POST", API + "/needs/<need_id>/dispatch", roles=STAFF, status=201)
+    def dispatch_need(self, request, actor, need_id):
+        return self.rpc("dispatch", "dispatch_manually", actor.to_dict(), need_id, read_json(request))
+
+    @route("GET", API + "/offers", roles=("volunteer",))
+    def list_offers(self, request, actor):
+        return self.rpc("dispatch", "list_offers", actor.to_dict(), query_of(request))
+
+    @route("POST", API + "/offers/<offer_id>/accept", roles=("volunteer",))
+    def accept_offer(self, request, actor, offer_id):
+        return self.rpc("dispatch", "accept_offer", actor.to_dict(), offer_id)
+
+    @route("POST", API + "/offers/<offer_id>/decline", roles=("volunteer",))
+    def decline_offer(self, request, actor, offer_id):
+        return self.rpc("dispatch", "decline_offer", actor.to_dict(), offer_id, read_json(request, required=False))
+
+    # ---- volunteers and service --------------------------------------------------------------
+
+    @route("POST", API + "/volunteers", roles=("volunteer",), status=201)
+    def create_volunteer(self, request, actor):
+        return self.rpc("volunteers", "create_volunteer", actor.to_dict(), read_json(request))
+
+    @route("GET", API + "/volunteers/me", roles=("volunteer",))
+    def my_volunteer(self, request, actor):
+        return self.rpc("volunteers", "my_volunteer", actor.to_dict())
+
+    @route("GET", API + "/volunteers/<volunteer_id>")
+    def get_volunteer(self, request, actor, volunteer_id):
+        return self.rpc("volunteers", "get_volunteer", actor.to_dict(), volunteer_id)
+
+    @route("PATCH", API + "/volunteers/<volunteer_id>", roles=("volunteer", "staff", "admin"))
+    def update_volunteer(self, request, actor, volunteer_id):
+        return self.rpc("volunteers", "update_volunteer", actor.to_dict(), volunteer_id, read_json(request))
+
+    @route("POST", API + "/needs/<need_id>/check-in", roles=("volunteer",))
+    def check_in(self, request, actor, need_id):
+        return self.rpc("volunteers", "check_in", actor.to_dict(), need_id, read_json(request, required=False))
+
+    @route("POST", API + "/needs/<need_id>/check-out", roles=("volunteer",))
+    def check_out(self, request, actor, need_id):
+        return self.rpc("volunteers", "check_out", actor.to_dict(), need_id, read_json(request))
+
+    @route("GET", API + "/volunteers/<volunteer_id>/hours")
+    def volunteer_hours(self, request, actor, volunteer_id):
+        return self.rpc("volunteers", "get_hours", actor.to_dict(), volunteer_id)
+
+    # ---- ratings (评单) ------------------------------------------------------------------------
+
+    @route("POST", API + "/needs/<need_id>/rating", roles=("resident", "collector"), status=201)
+    def rate_need(self, request, actor, need_id):
+        return self.rpc("ratings", "submit_rating", actor.to_dict(), need_id, read_json(request))
+
+    @route("GET", API + "/ratings")
+    def list_ratings(self, request, actor):
+        return self.rpc("ratings", "list_ratings", actor.to_dict(), query_of(request))
+
+    @route("GET", API + "/volunteers/<volunteer_id>/score")
+    def volunteer_score(self, request, actor, volunteer_id):
+        self.rpc("volunteers", "get_volunteer", actor.to_dict(), volunteer_id)  # 404 for an unknown volunteer
+        return self.rpc("ratings", "score", "volunteer", volunteer_id)
+
+    @route("GET", API + "/follow-ups", roles=STAFF)
+    def list_follow_ups(self, request, actor):
+        return self.rpc("ratings", "list_follow_ups", actor.to_dict(), query_of(request))
+
+    @route("POST", API + "/follow-ups/<follow_up_id>/resolve", roles=STAFF)
+    def resolve_follow_up(self, request, actor, follow_up_id):
+        return self.rpc("ratings", "resolve_follow_up", actor.to_dict(), follow_up_id, read_json(request))
+

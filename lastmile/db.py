@@ -1,0 +1,152 @@
+"""Each service owns one database: a SQLite file when ``LASTMILE_DATABASE_URL`` is
+unset, otherwise a database of its own on that PostgreSQL server, created when
+missing. Its schema comes only from its alembic history, applied at start."""
+import logging
+import os
+import uuid
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lastmile import config
+
+log = logging.getLogger(__name__)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Stores naive UTC, hands back aware UTC, on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware one")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def database_name(service_name):
+    return f"{config.get('LASTMILE_DATABASE_PREFIX')}_{service_name}"
+
+
+def database_url(service_name):
+    server = config.get("LASTMILE_DATABASE_URL")
+    if not server:
+        data_dir = Path(config.get("LASTMILE_DATA_DIR"))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return make_url(f"sqlite:///{(data_dir / (database_name(service_name) + '.db')).resolve()}")
+    url = make_url(server)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("LASTMILE_DATABASE_URL must be a postgresql:// URL")
+    # pg8000 is pure Python, so eventlet's monkey-patched sockets keep it cooperative.
+    return url.set(drivername="postgresql+pg8000", database=database_name(service_name))
+
+
+def ensure_database(url):
+    """Create the service's PostgreSQL database when it does not exist yet."""
+    if url.get_backend_name() != "postgresql":
+        return
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).scalar()
+            if not exists:
+                try:
+                    conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+                    log.info("created database %s", url.database)
+                except sa.exc.DBAPIError as exc:
+                    # Another replica created it first.
+                    if "already exists" not in str(exc):
+                        raise
+    finally:
+        admin.dispose()
+
+
+def make_engine(service_name, pool_size=10):
+    url = database_url(service_name)
+    ensure_database(url)
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+def is_postgres(bind):
+    """For an engine, a connection or an ORM session."""
+    dialect = bind.get_bind().dialect if hasattr(bind, "get_bind") else bind.dialect
+    return dialect.name == "postgresql"
+
+
+def migrate(engine, migrations_dir):
+    """Bring the schema to the newest revision of the service's alembic history.
+    Replicas starting together serialise on an advisory lock."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    with engine.begin() as conn:
+        # Keyed by the service's name, so every replica of it, wherever it runs, waits its turn.
+        lock_key = zlib.crc32(Path(migrations_dir).resolve().parent.name.encode()) & 0x7FFFFFFF
+        if is_postgres(conn):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def run_migrations_env(target_metadata):
+    """The body of every service's ``migrations/env.py``."""
+    from alembic import context
+
+    conn = context.config.attributes.get("connection")
+    if conn is None:
+        # Invoked from the alembic command line: use the service's own database.
+        service_name = Path(context.config.get_main_option("script_location")).resolve().parent.name
+        engine = make_engine(service_name)
+        with engine.begin() as conn:
+            _run(context, conn, target_metadata)
+        return
+    _run(context, conn, target_metadata)
+
+
+def _run(context, conn, target_metadata):
+    context.configure(
+        connection=conn,
+        target_metadata=target_metadata,
+        render_as_batch=conn.dialect.name == "sqlite",
+    )
+    context.run_migrations()
+
+
+def data_dir():
+    path = Path(config.get("LASTMILE_DATA_DIR"))
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -1,0 +1,100 @@
+"""The ``Store`` dependency: a service's database, its migrations, its outbox relay,
+and per worker a unit of work that commits state and events together."""
+import logging
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from nameko.extensions import DependencyProvider
+from sqlalchemy.orm import sessionmaker
+
+from lastmile import config
+from lastmile.db import make_engine, migrate, utcnow
+from lastmile.events import make_event
+from lastmile.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    def __init__(self, store, worker_ctx):
+        self._store = store
+        self._worker_ctx = worker_ctx
+
+    @property
+    def request_id(self):
+        if self._worker_ctx is None:
+            return None
+        return self._worker_ctx.context_data.get("request_id")
+
+    @contextmanager
+    def session(self):
+        """One transaction: everything written in it, events included, commits or
+        rolls back as one."""
+        session = self._store.Session()
+        try:
+            yield session
+            wrote_events = bool(session.info.get("events"))
+            session.commit()
+            if wrote_events:
+                self._store.relay.kick()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def emit(self, session, type, data, need_id=None):
+        """Record an event in the outbox of the session's transaction."""
+        event = make_event(self._store.service_name, type, data, need_id=need_id, request_id=self.request_id)
+        session.execute(
+            sa.insert(self._store.outbox).values(
+                event_id=event["event_id"], type=type, need_id=need_id, body=event, created_at=utcnow()
+            )
+        )
+        session.info.setdefault("events", []).append(event)
+        return event
+
+    def first_delivery(self, session, event, consumer):
+        """Mark ``event`` consumed by ``consumer`` in this transaction; False when
+        it already was, so a redelivered event changes nothing."""
+        consumed = self._store.consumed
+        seen = session.execute(
+            sa.select(consumed.c.event_id).where(
+                consumed.c.event_id == event["event_id"], consumed.c.consumer == consumer
+            )
+        ).first()
+        if seen:
+            return False
+        session.execute(
+            sa.insert(consumed).values(event_id=event["event_id"], consumer=consumer, consumed_at=utcnow())
+        )
+        session.flush()
+        return True
+
+
+class Store(DependencyProvider):
+    def __init__(self, metadata, migrations_dir, messaging):
+        self.metadata = metadata
+        self.migrations_dir = migrations_dir
+        self.outbox, self.consumed = messaging
+
+    def setup(self):
+        self.service_name = self.container.service_name
+        self.engine = make_engine(self.service_name)
+        migrate(self.engine, self.migrations_dir)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.relay = OutboxRelay(
+            self.service_name, self.engine, self.outbox, self.container.config.get("AMQP_URI", config.get("LASTMILE_AMQP_URI"))
+        )
+
+    def start(self):
+        self.container.spawn_managed_thread(self.relay.run)
+
+    def stop(self):
+        self.relay.stop()
+
+    def kill(self):
+        self.relay.stop()
+
+    def get_dependency(self, worker_ctx):
+        return UnitOfWork(self, worker_ctx)

@@ -1,0 +1,72 @@
+"""marshmallow helpers shared by every service: one way to validate, one error shape."""
+import re
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from lastmile import sites
+from lastmile.errors import InvalidInput
+
+CHINESE_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+MAX_PAGE_SIZE = 100
+
+
+def load(schema, data, partial=False):
+    """Validate ``data``; raise InvalidInput naming each bad field."""
+    if not isinstance(data, dict):
+        raise InvalidInput("The body must be a JSON object", {"body": ["Expected a JSON object."]})
+    try:
+        return schema.load(data, partial=partial)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        raise InvalidInput("Some fields are invalid: " + ", ".join(sorted(map(str, messages))), messages)
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class QuerySchema(Schema):
+    """Query strings: unknown parameters (cache-busters and the like) are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def phone_field(**kwargs):
+    return fields.String(
+        validate=validate.Regexp(CHINESE_MOBILE, error="Must be a Chinese mobile number of 11 digits."), **kwargs
+    )
+
+
+def _check_site_id(value):
+    if not sites.is_valid(value):
+        raise ValidationError("Not a site id such as qiongshan.hongqi.benli.")
+
+
+def site_id_field(**kwargs):
+    return fields.String(validate=_check_site_id, **kwargs)
+
+
+def category_field(**kwargs):
+    return fields.String(validate=validate.Regexp(CATEGORY_CODE, error="Not a category code."), **kwargs)
+
+
+class PageSchema(QuerySchema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+
+
+def mask_phone(phone):
+    if not phone:
+        return phone
+    if len(phone) < 7:
+        return "*" * len(phone)
+    return phone[:3] + "****" + phone[-4:]
+
+
+def mask_text(text):
+    if not text:
+        return text
+    return text[:2] + "****" if len(text) > 2 else "****"

@@ -1,0 +1,82 @@
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lastmile.db import UTCDateTime
+from lastmile.outbox import messaging_tables
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Candidate(Base):
+    """Dispatch's own projection of the volunteers, kept by their events."""
+
+    __tablename__ = "candidates"
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(sa.String(64), default="")
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    availability = mapped_column(sa.JSON, nullable=True)
+    active_assignments: Mapped[int] = mapped_column(sa.Integer, default=0)
+    rating_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    rating_sum: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    recent_hours: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    recent_offers: Mapped[int] = mapped_column(sa.Integer, default=0)
+    accepted: Mapped[int] = mapped_column(sa.Integer, default=0)
+    declined: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class CandidateSkill(Base):
+    __tablename__ = "candidate_skills"
+    volunteer_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("candidates.volunteer_id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(sa.String(32), primary_key=True, index=True)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    need_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    need = mapped_column(sa.JSON, nullable=False)
+    category: Mapped[str] = mapped_column(sa.String(32))
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    urgency: Mapped[str] = mapped_column(sa.String(8))
+    strategy: Mapped[str] = mapped_column(sa.String(16))
+    level: Mapped[str] = mapped_column(sa.String(16))
+    offers_at_level: Mapped[int] = mapped_column(sa.Integer, default=0)
+    volunteer_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    approved_at = mapped_column(UTCDateTime, nullable=True)
+    assigned_at = mapped_column(UTCDateTime, nullable=True)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class Offer(Base):
+    __tablename__ = "offers"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    order_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("orders.id"), index=True)
+    need_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    level: Mapped[str] = mapped_column(sa.String(16))
+    manual: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    score_parts = mapped_column(sa.JSON, nullable=True)
+    deadline = mapped_column(UTCDateTime, nullable=False)
+    reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    responded_at = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (sa.Index("ix_offers_pending_deadline", "status", "deadline"),)
+
+
+MESSAGING = messaging_tables(Base.metadata)

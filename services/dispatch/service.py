@@ -1,0 +1,505 @@
+"""政府派单 and 志愿者接单: orders, offers, deadlines and escalation."""
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from marshmallow import fields, validate
+from nameko.rpc import rpc
+from nameko.timer import timer
+
+from lastmile import config
+from lastmile.auth import Actor
+from lastmile.consumer import event_handler
+from lastmile.db import is_postgres, new_id, utcnow
+from lastmile.errors import EXPECTED, Conflict, InvalidInput, NotFound
+from lastmile.events import isoformat
+from lastmile.store import Store
+from lastmile.validation import QuerySchema, StrictSchema, load
+from services.dispatch import domain
+from services.dispatch.models import MESSAGING, Base, Candidate, CandidateSkill, Offer, Order
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def policy_from_config():
+    return domain.Policy(
+        offers_per_level=config.get_int("LASTMILE_OFFERS_PER_LEVEL"),
+        max_active_assignments=config.get_int("LASTMILE_MAX_ACTIVE_ASSIGNMENTS"),
+        broadcast_size=config.get_int("LASTMILE_BROADCAST_SIZE"),
+        normal_minutes=config.get_float("LASTMILE_OFFER_MINUTES_NORMAL"),
+        urgent_minutes=config.get_float("LASTMILE_OFFER_MINUTES_URGENT"),
+    )
+
+
+class OfferQuerySchema(QuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(domain.OFFER_STATUSES))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class DeclineSchema(StrictSchema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class ManualDispatchSchema(StrictSchema):
+    volunteer_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+def _iso(value):
+    return isoformat(value) if value else None
+
+
+def _parse_time(value):
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def offer_view(offer, order=None, with_score=True):
+    view = {
+        "id": offer.id,
+        "need_id": offer.need_id,
+        "order_id": offer.order_id,
+        "volunteer_id": offer.volunteer_id,
+        "status": offer.status,
+        "level": offer.level,
+        "manual": offer.manual,
+        "deadline": _iso(offer.deadline),
+        "reason": offer.reason,
+        "created_at": _iso(offer.created_at),
+        "responded_at": _iso(offer.responded_at),
+    }
+    if with_score:
+        view["score"] = offer.score
+        view["score_parts"] = offer.score_parts
+    if order is not None:
+        need = order.need
+        view["need"] = {k: need.get(k) for k in (
+            "title", "category", "site_id", "urgency", "window_start", "window_end", "beneficiaries",
+            "beneficiary_group", "lat", "lon")}
+    return view
+
+
+def order_view(order, offers, with_scores):
+    return {
+        "id": order.id,
+        "need_id": order.need_id,
+        "status": order.status,
+        "category": order.category,
+        "site_id": order.site_id,
+        "urgency": order.urgency,
+        "strategy": order.strategy,
+        "level": order.level,
+        "level_site_id": domain.level_site(order.site_id, order.level),
+        "volunteer_id": order.volunteer_id,
+        "assigned_at": _iso(order.assigned_at),
+        "created_at": _iso(order.created_at),
+        "offers": [offer_view(o, with_score=with_scores) for o in offers],
+    }
+
+
+def candidate_facts(row, skills):
+    return domain.Candidate(
+        volunteer_id=row.volunteer_id, user_id=row.user_id, site_id=row.site_id, skills=tuple(skills),
+        lat=row.lat, lon=row.lon, active=row.active, availability=row.availability,
+        active_assignments=row.active_assignments, rating_count=row.rating_count, rating_sum=row.rating_sum,
+        recent_hours=row.recent_hours, recent_offers=row.recent_offers, accepted=row.accepted,
+        declined=row.declined,
+    )
+
+
+def need_facts(order):
+    need = order.need
+    return domain.NeedFacts(
+        category=order.category, site_id=order.site_id, urgency=order.urgency, lat=need.get("lat"),
+        lon=need.get("lon"), window_start=_parse_time(need.get("window_start")),
+        window_end=_parse_time(need.get("window_end")),
+    )
+
+
+class DispatchService:
+    name = "dispatch"
+
+    db = Store(Base.metadata, MIGRATIONS, MESSAGING)
+
+    @rpc
+    def health(self):
+        with self.db.session() as session:
+            session.execute(sa.text("SELECT 1"))
+        return {"service": self.name, "ok": True}
+
+    # ---- the volunteer's side ---------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_offers(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(OfferQuerySchema(), query)
+        stmt = sa.select(Offer, Order).join(Order, Offer.order_id == Order.id).where(Offer.user_id == actor.id)
+        if query["status"]:
+            stmt = stmt.where(Offer.status == query["status"])
+        page, size = query["page"], query["page_size"]
+        with self.db.session() as session:
+            total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
+            rows = session.execute(
+                stmt.order_by(Offer.created_at.desc(), Offer.id).offset((page - 1) * size).limit(size)
+            ).all()
+            items = [offer_view(offer, order, with_score=False) for offer, order in rows]
+            return {"items": items, "total": total, "page": page, "page_size": size}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def accept_offer(self, actor, offer_id):
+        actor = Actor.from_dict(actor)
+        now = utcnow()
+        with self.db.session() as session:
+            offer, order = self._own_offer(session, actor, offer_id)
+            domain.check_offer_open(offer.status, offer.deadline, now)
+            if order.status != domain.DISPATCHING:
+                raise Conflict("This need has been taken or closed", {"order_status": order.status})
+            # Conditional updates make the race safe on any database: one winner.
+            won = session.execute(
+                sa.update(Order).where(Order.id == order.id, Order.status == domain.DISPATCHING)
+                .values(status=domain.ASSIGNED, volunteer_id=offer.volunteer_id, user_id=offer.user_id,
+                        assigned_at=now, updated_at=now)
+            ).rowcount
+            taken = session.execute(
+                sa.update(Offer).where(Offer.id == offer.id, Offer.status == domain.PENDING)
+                .values(status=domain.ACCEPTED, responded_at=now)
+            ).rowcount
+            if not (won and taken):
+                raise Conflict("This need has been taken or closed", {"order_status": "assigned"})
+            session.refresh(order)
+            session.refresh(offer)
+            self._withdraw_pending(session, order, "another volunteer accepted")
+            candidate = session.get(Candidate, offer.volunteer_id)
+            if candidate is not None:
+                candidate.active_assignments += 1
+                candidate.accepted += 1
+            self.db.emit(session, "offer_accepted", self._offer_data(offer, order), need_id=order.need_id)
+            self.db.emit(session, "order_assigned", self._assignment_data(order, offer, candidate),
+                         need_id=order.need_id)
+            return offer_view(offer, order, with_score=False)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def decline_offer(self, actor, offer_id, data=None):
+        actor = Actor.from_dict(actor)
+        data = load(DeclineSchema(), data or {})
+        now = utcnow()
+        with self.db.session() as session:
+            offer, order = self._own_offer(session, actor, offer_id)
+            domain.check_offer_open(offer.status, offer.deadline, now)
+            offer.status = domain.DECLINED
+            offer.responded_at = now
+            offer.reason = data["reason"]
+            candidate = session.get(Candidate, offer.volunteer_id)
+            if candidate is not None:
+                candidate.declined += 1
+            self.db.emit(session, "offer_declined", self._offer_data(offer, order), need_id=order.need_id)
+            self._advance(session, order, now)
+            return offer_view(offer, order, with_score=False)
+
+    # ---- the staff's side -------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_order(self, actor, need_id):
+        actor = Actor.from_dict(actor)
+        with self.db.session() as session:
+            order = session.scalars(sa.select(Order).where(Order.need_id == need_id)).first()
+            if order is None:
+                raise NotFound(f"No order for need {need_id}")
+            staff = actor.governs(order.site_id)
+            if not staff and actor.id not in (order.need.get("owner_id"), order.need.get("collector_id"), order.user_id):
+                raise NotFound(f"No order for need {need_id}")
+            offers = session.scalars(
+                sa.select(Offer).where(Offer.order_id == order.id).order_by(Offer.created_at, Offer.id)
+            ).all()
+            if not staff:
+                offers = [o for o in offers if o.user_id == actor.id]
+            return order_view(order, offers, with_scores=staff)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def dispatch_manually(self, actor, need_id, data):
+        """Staff offer a need to a volunteer of their choosing: a dispatching or
+        unfilled need gets a new offer; an assigned one is reassigned."""
+        actor = Actor.from_dict(actor)
+        data = load(ManualDispatchSchema(), data)
+        now = utcnow()
+        with self.db.session() as session:
+            order = self._lock_order(session, need_id=need_id)
+            if order is None:
+                raise NotFound(f"No order for need {need_id}")
+            actor.require_governs(order.site_id, "dispatch of this need")
+            candidate = session.get(Candidate, data["volunteer_id"])
+            if candidate is None or not candidate.active:
+                raise InvalidInput("Unknown or inactive volunteer", {"volunteer_id": ["Unknown or inactive volunteer."]})
+            if order.status in (domain.CANCELLED, domain.COMPLETED):
+                raise Conflict(f"This need is {order.status}", {"order_status": order.status})
+            if order.volunteer_id == candidate.volunteer_id:
+                raise Conflict("That volunteer is already assigned", {"volunteer_id": candidate.volunteer_id})
+            if order.status == domain.ASSIGNED:
+                previous = session.get(Candidate, order.volunteer_id)
+                if previous is not None:
+                    previous.active_assignments = max(0, previous.active_assignments - 1)
+                self.db.emit(session, "order_reassigned",
+                             {"previous_volunteer_id": order.volunteer_id, "previous_user_id": order.user_id,
+                              "by": actor.id, "note": data["note"]}, need_id=order.need_id)
+                order.volunteer_id = order.user_id = order.assigned_at = None
+            elif order.status == domain.UNFILLED:
+                self.db.emit(session, "order_reopened", {"by": actor.id, "note": data["note"]}, need_id=order.need_id)
+            self._withdraw_pending(session, order, "dispatched by staff")
+            order.status = domain.DISPATCHING
+            order.updated_at = now
+            _, _, deadline = policy_from_config().strategy(order.urgency)
+            facts = candidate_facts(candidate, self._skills(session, [candidate.volunteer_id]).get(candidate.volunteer_id, ()))
+            total, parts = domain.score(facts, need_facts(order), policy_from_config())
+            offer = self._make_offer(session, order, candidate, total, parts, now + deadline, manual=True)
+            return offer_view(offer, order)
+
+    # ---- deadlines -----------------------------------------------------------------
+
+    @timer(interval=1)
+    def expire_offers(self):
+        now = utcnow()
+        with self.db.session() as session:
+            stmt = (
+                sa.select(Offer).where(Offer.status == domain.PENDING, Offer.deadline <= now)
+                .order_by(Offer.deadline).limit(100)
+            )
+            if is_postgres(session):
+                stmt = stmt.with_for_update(skip_locked=True)
+            expired = session.scalars(stmt).all()
+            for offer in expired:
+                offer.status = domain.EXPIRED
+                offer.responded_at = now
+                order = self._lock_order(session, order_id=offer.order_id)
+                self.db.emit(session, "offer_expired", self._offer_data(offer, order), need_id=order.need_id)
+            for order_id in {offer.order_id for offer in expired}:
+                self._advance(session, session.get(Order, order_id), now)
+
+    # ---- facts from other services -------------------------------------------------
+
+    @event_handler("needs", "need_approved")
+    def on_need_approved(self, event):
+        data = event["data"]
+        now = utcnow()
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.need_approved"):
+                return
+            if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
+                return  # cancelled before we heard of the approval
+            strategy, _, _ = policy_from_config().strategy(data["urgency"])
+            order = Order(
+                id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
+                category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
+                level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
+                created_at=now, updated_at=now,
+            )
+            session.add(order)
+            session.flush()
+            self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
+                                                    "site_id": order.site_id, "category": order.category},
+                         need_id=order.need_id)
+            self._advance(session, order, now)
+
+    @event_handler("needs", "need_cancelled")
+    def on_need_cancelled(self, event):
+        now = utcnow()
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.need_cancelled"):
+                return
+            order = self._lock_order(session, need_id=event["need_id"])
+            if order is None:
+                # Approval may still be on its way: leave a tombstone so it opens nothing.
+                data = event["data"]
+                session.add(Order(
+                    id=new_id(), need_id=event["need_id"], status=domain.CANCELLED, need=data,
+                    category=data["category"], site_id=data["site_id"], urgency=data["urgency"],
+                    strategy="none", level=domain.LEVELS[0], created_at=now, updated_at=now,
+                ))
+                return
+            if order.status == domain.ASSIGNED and order.volunteer_id:
+                candidate = session.get(Candidate, order.volunteer_id)
+                if candidate is not None:
+                    candidate.active_assignments = max(0, candidate.active_assignments - 1)
+            self._withdraw_pending(session, order, "the need was cancelled")
+            order.status = domain.CANCELLED
+            order.updated_at = now
+
+    @event_handler("volunteers", "volunteer_registered")
+    def on_volunteer_registered(self, event):
+        self._project_volunteer(event, "dispatch.volunteer_registered")
+
+    @event_handler("volunteers", "volunteer_updated")
+    def on_volunteer_updated(self, event):
+        self._project_volunteer(event, "dispatch.volunteer_updated")
+
+    @event_handler("volunteers", "service_completed")
+    def on_service_completed(self, event):
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.service_completed"):
+                return
+            candidate = session.get(Candidate, data["volunteer_id"])
+            if candidate is not None:
+                candidate.active_assignments = max(0, candidate.active_assignments - 1)
+                candidate.recent_hours += float(data.get("hours") or 0)
+            order = self._lock_order(session, need_id=event["need_id"])
+            if order is not None and order.status == domain.ASSIGNED:
+                order.status = domain.COMPLETED
+                order.updated_at = utcnow()
+
+    @event_handler("ratings", "score_updated")
+    def on_score_updated(self, event):
+        data = event["data"]
+        if data.get("subject_type") != "volunteer":
+            return
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.score_updated"):
+                return
+            candidate = session.get(Candidate, data["subject_id"])
+            if candidate is not None:
+                candidate.rating_count = data["count"]
+                candidate.rating_sum = data["sum"]
+
+    # ---- the engine ------------------------------------------------------------------
+
+    def _advance(self, session, order, now):
+        """Make the next offers of a dispatching order, widening the search when a
+        level is exhausted and giving up as ``unfilled`` past the district."""
+        if order.status != domain.DISPATCHING:
+            return
+        pending = session.scalar(
+            sa.select(sa.func.count()).select_from(Offer)
+            .where(Offer.order_id == order.id, Offer.status == domain.PENDING)
+        )
+        if pending:
+            return
+        policy = policy_from_config()
+        _, at_once, deadline = policy.strategy(order.urgency)
+        while True:
+            room = policy.offers_per_level - order.offers_at_level
+            ranked = self._ranked_candidates(session, order, policy) if room > 0 else []
+            if ranked:
+                for candidate, total, parts in ranked[:min(at_once, room)]:
+                    self._make_offer(session, order, candidate, total, parts, now + deadline)
+                return
+            following = domain.next_level(order.level)
+            order.updated_at = now
+            if following is None:
+                order.status = domain.UNFILLED
+                self.db.emit(session, "order_unfilled", {"order_id": order.id, "site_id": order.site_id,
+                                                         "category": order.category}, need_id=order.need_id)
+                return
+            self.db.emit(session, "order_escalated",
+                         {"order_id": order.id, "from_level": order.level, "to_level": following,
+                          "site_id": domain.level_site(order.site_id, following)}, need_id=order.need_id)
+            order.level = following
+            order.offers_at_level = 0
+
+    def _ranked_candidates(self, session, order, policy):
+        scope = domain.level_site(order.site_id, order.level)
+        offered = set(session.scalars(sa.select(Offer.volunteer_id).where(Offer.order_id == order.id)))
+        rows = session.scalars(
+            sa.select(Candidate)
+            .join(CandidateSkill, CandidateSkill.volunteer_id == Candidate.volunteer_id)
+            .where(
+                CandidateSkill.category == order.category,
+                Candidate.active.is_(True),
+                Candidate.active_assignments < policy.max_active_assignments,
+                sa.or_(Candidate.site_id == scope, Candidate.site_id.startswith(scope + ".")),
+            )
+        ).all()
+        skills = self._skills(session, [row.volunteer_id for row in rows])
+        need = need_facts(order)
+        eligible = []
+        for row in rows:
+            facts = candidate_facts(row, skills.get(row.volunteer_id, ()))
+            if domain.ineligibility(facts, need, scope, offered, policy) is None:
+                eligible.append(facts)
+        return [(session.get(Candidate, c.volunteer_id), total, parts) for c, total, parts in domain.rank(eligible, need, policy)]
+
+    def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False):
+        offer = Offer(
+            id=new_id(), order_id=order.id, need_id=order.need_id, volunteer_id=candidate.volunteer_id,
+            user_id=candidate.user_id, status=domain.PENDING, level=order.level, manual=manual, score=total,
+            score_parts=parts, deadline=deadline, created_at=utcnow(),
+        )
+        session.add(offer)
+        order.offers_at_level += 0 if manual else 1
+        candidate.recent_offers += 1
+        session.flush()
+        self.db.emit(session, "offer_made", self._offer_data(offer, order), need_id=order.need_id)
+        return offer
+
+    def _withdraw_pending(self, session, order, reason):
+        now = utcnow()
+        for offer in session.scalars(
+            sa.select(Offer).where(Offer.order_id == order.id, Offer.status == domain.PENDING)
+        ):
+            offer.status = domain.WITHDRAWN
+            offer.responded_at = now
+            offer.reason = reason
+            self.db.emit(session, "offer_withdrawn", self._offer_data(offer, order), need_id=order.need_id)
+
+    def _project_volunteer(self, event, consumer):
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, consumer):
+                return
+            candidate = session.get(Candidate, data["volunteer_id"])
+            if candidate is None:
+                candidate = Candidate(volunteer_id=data["volunteer_id"], active_assignments=0, rating_count=0,
+                                      rating_sum=0.0, recent_hours=0.0, recent_offers=0, accepted=0, declined=0)
+                session.add(candidate)
+            candidate.user_id = data.get("user_id")
+            candidate.name = data.get("name") or ""
+            candidate.site_id = data["site_id"]
+            candidate.lat, candidate.lon = data.get("lat"), data.get("lon")
+            candidate.active = data.get("status", "active") == "active"
+            candidate.availability = data.get("availability")
+            candidate.updated_at = utcnow()
+            session.flush()
+            session.execute(sa.delete(CandidateSkill).where(CandidateSkill.volunteer_id == candidate.volunteer_id))
+            for category in sorted(set(data.get("skills") or [])):
+                session.add(CandidateSkill(volunteer_id=candidate.volunteer_id, category=category))
+
+    def _skills(self, session, volunteer_ids):
+        skills = {}
+        if not volunteer_ids:
+            return skills
+        for row in session.execute(
+            sa.select(CandidateSkill.volunteer_id, CandidateSkill.category)
+            .where(CandidateSkill.volunteer_id.in_(volunteer_ids))
+        ):
+            skills.setdefault(row.volunteer_id, []).append(row.category)
+        return skills
+
+    def _lock_order(self, session, need_id=None, order_id=None):
+        stmt = sa.select(Order).with_for_update()
+        stmt = stmt.where(Order.need_id == need_id) if need_id else stmt.where(Order.id == order_id)
+        return session.scalars(stmt).first()
+
+    def _own_offer(self, session, actor, offer_id):
+        offer = session.get(Offer, offer_id) if isinstance(offer_id, str) else None
+        if offer is None or offer.user_id != actor.id:
+            raise NotFound(f"No offer {offer_id}")
+        order = self._lock_order(session, order_id=offer.order_id)
+        session.refresh(offer)
+        return offer, order
+
+    def _offer_data(self, offer, order):
+        return {
+            "offer_id": offer.id, "order_id": order.id, "volunteer_id": offer.volunteer_id,
+            "user_id": offer.user_id, "status": offer.status, "level": offer.level,
+            "deadline": _iso(offer.deadline), "score": offer.score, "manual": offer.manual,
+            "reason": offer.reason, "site_id": order.site_id, "category": order.category,
+        }
+
+    def _assignment_data(self, order, offer, candidate):
+        minutes = None
+        if order.approved_at:
+            minutes = round((order.assigned_at - order.approved_at).total_seconds() / 60, 2)
+        return {
+            "order_id": order.id, "offer_id": offer.id, "volunteer_id": offer.volunteer_id,
+            "user_id": offer.user_id, "volunteer_name": candidate.name if candidate else None,
+            "minutes_to_accept": minutes, "need": order.need,
+        }
+

@@ -1,0 +1,86 @@
+from datetime import timezone
+
+from marshmallow import fields, validate
+
+from lastmile.validation import QuerySchema, StrictSchema, category_field, phone_field, site_id_field
+from services.needs import domain
+
+
+class OnBehalfOfSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    phone = phone_field(required=True)
+
+
+class NeedCreateSchema(StrictSchema):
+    category = category_field(load_default=None)
+    title = fields.String(required=True, validate=validate.Length(min=2, max=60))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    site_id = site_id_field(required=True)
+    address = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    contact_phone = phone_field(required=True)
+    beneficiary_group = fields.String(required=True, validate=validate.OneOf(domain.BENEFICIARY_GROUPS))
+    beneficiaries = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
+    urgency = fields.String(load_default="normal", validate=validate.OneOf(domain.URGENCIES))
+    window_start = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc)
+    window_end = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc)
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-90, max=90))
+    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-180, max=180))
+    project_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=36))
+    on_behalf_of = fields.Nested(OnBehalfOfSchema, load_default=None, allow_none=True)
+    channel = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(domain.CHANNELS))
+
+
+class ReasonSchema(StrictSchema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class RejectSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class ApproveSchema(StrictSchema):
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class NeedQuerySchema(QuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(domain.STATUSES))
+    site_id = site_id_field(load_default=None)
+    category = category_field(load_default=None)
+    channel = fields.String(load_default=None, validate=validate.OneOf(domain.CHANNELS))
+    q = fields.String(load_default=None, validate=validate.Length(max=100))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class SiteCreateSchema(StrictSchema):
+    id = site_id_field(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    auto_approve = fields.Boolean(load_default=False)
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-90, max=90))
+    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-180, max=180))
+
+
+class SiteUpdateSchema(StrictSchema):
+    name = fields.String(validate=validate.Length(min=1, max=64))
+    auto_approve = fields.Boolean()
+    lat = fields.Float(allow_none=True, validate=validate.Range(min=-90, max=90))
+    lon = fields.Float(allow_none=True, validate=validate.Range(min=-180, max=180))
+
+
+class CategoryCreateSchema(StrictSchema):
+    code = category_field(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class ProjectCreateSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=2, max=80))
+    category = category_field(required=True)
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    team_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
+    site_id = site_id_field(required=True)
+    active = fields.Boolean(load_default=True)
+
+
+class ProjectQuerySchema(QuerySchema):
+    site_id = site_id_field(load_default=None)
+    category = category_field(load_default=None)

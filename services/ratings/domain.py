@@ -1,0 +1,50 @@
+"""群众评单 as pure rules: who may rate, when, and what a rating does to scores and
+follow-ups."""
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from lastmile.errors import Conflict, Forbidden
+
+TAGS = ("punctual", "patient", "professional", "kind", "skilled", "no_show", "rude", "late")
+ALARMING_TAGS = ("no_show", "rude")
+
+
+@dataclass(frozen=True)
+class RatingPolicy:
+    window: timedelta = timedelta(days=7)
+    prior_mean: float = 4.0
+    prior_weight: float = 5.0
+    follow_up_at_or_below: int = 2
+
+
+@dataclass
+class Score:
+    count: int = 0
+    total: float = 0.0
+    distribution: dict = field(default_factory=lambda: {str(s): 0 for s in range(1, 6)})
+
+    def add(self, stars):
+        self.count += 1
+        self.total += stars
+        self.distribution[str(stars)] = self.distribution.get(str(stars), 0) + 1
+
+    def summary(self, policy=RatingPolicy()):
+        mean = round(self.total / self.count, 3) if self.count else None
+        bayesian = (policy.prior_mean * policy.prior_weight + self.total) / (policy.prior_weight + self.count)
+        return {
+            "count": self.count, "sum": self.total, "mean": mean, "bayesian_mean": round(bayesian, 3),
+            "distribution": dict(self.distribution),
+        }
+
+
+def check_may_rate(actor_id, owner_id, collector_id, completed_at, now, already_rated, policy=RatingPolicy()):
+    if actor_id not in (owner_id, collector_id):
+        raise Forbidden("Only the resident who ordered this service, or their collector, may rate it")
+    if already_rated:
+        raise Conflict("This service has been rated already")
+    if now - completed_at > policy.window:
+        raise Conflict("The time to rate this service has passed", {"window_days": policy.window.days})
+
+
+def needs_follow_up(stars, tags, policy=RatingPolicy()):
+    return stars <= policy.follow_up_at_or_below or any(tag in ALARMING_TAGS for tag in tags)

@@ -1,0 +1,192 @@
+"""群众评单: ratings, scores and the follow-ups a poor rating opens."""
+from pathlib import Path
+
+import sqlalchemy as sa
+from marshmallow import fields, validate
+from nameko.rpc import rpc
+
+from lastmile.auth import Actor
+from lastmile.consumer import event_handler
+from lastmile.db import new_id, utcnow
+from lastmile.errors import EXPECTED, Conflict, Forbidden, NotFound
+from lastmile.events import isoformat
+from lastmile.store import Store
+from lastmile.validation import QuerySchema, StrictSchema, load, site_id_field
+from services.ratings import domain
+from services.ratings.models import MESSAGING, Base, CompletedService, FollowUp, Rating, ScoreRow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class RatingSchema(StrictSchema):
+    stars = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
+    tags = fields.List(fields.String(validate=validate.OneOf(domain.TAGS)), load_default=list,
+                       validate=validate.Length(max=len(domain.TAGS)))
+    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class RatingQuerySchema(QuerySchema):
+    volunteer_id = fields.String(load_default=None, validate=validate.Length(max=36))
+    site_id = site_id_field(load_default=None)
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class FollowUpQuerySchema(QuerySchema):
+    status = fields.String(load_default="open", validate=validate.OneOf(("open", "resolved", "all")))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class ResolveSchema(StrictSchema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+def _iso(value):
+    return isoformat(value) if value else None
+
+
+def rating_view(rating):
+    return {
+        "id": rating.id, "need_id": rating.need_id, "volunteer_id": rating.volunteer_id, "site_id": rating.site_id,
+        "category": rating.category, "stars": rating.stars, "tags": rating.tags, "comment": rating.comment,
+        "created_at": _iso(rating.created_at),
+    }
+
+
+def follow_up_view(follow_up):
+    return {
+        "id": follow_up.id, "need_id": follow_up.need_id, "rating_id": follow_up.rating_id,
+        "site_id": follow_up.site_id, "status": follow_up.status, "reason": follow_up.reason,
+        "note": follow_up.note, "resolved_by": follow_up.resolved_by, "created_at": _iso(follow_up.created_at),
+        "resolved_at": _iso(follow_up.resolved_at),
+    }
+
+
+def _paged(session, stmt, order_by, query, view):
+    page, size = query["page"], query["page_size"]
+    total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
+    rows = session.scalars(stmt.order_by(*order_by).offset((page - 1) * size).limit(size)).all()
+    return {"items": [view(row) for row in rows], "total": total, "page": page, "page_size": size}
+
+
+class RatingsService:
+    name = "ratings"
+
+    db = Store(Base.metadata, MIGRATIONS, MESSAGING)
+
+    @rpc
+    def health(self):
+        with self.db.session() as session:
+            session.execute(sa.text("SELECT 1"))
+        return {"service": self.name, "ok": True}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def submit_rating(self, actor, need_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(RatingSchema(), data)
+        now = utcnow()
+        with self.db.session() as session:
+            service = session.get(CompletedService, need_id, with_for_update=True) if isinstance(need_id, str) else None
+            if service is None:
+                raise Conflict("This need has no completed service to rate yet", {"need_id": need_id})
+            already = session.scalars(sa.select(Rating.id).where(Rating.need_id == need_id)).first() is not None
+            domain.check_may_rate(actor.id, service.owner_id, service.collector_id, service.completed_at, now, already)
+            rating = Rating(
+                id=new_id(), need_id=need_id, volunteer_id=service.volunteer_id, site_id=service.site_id,
+                category=service.category, stars=data["stars"], tags=sorted(set(data["tags"])),
+                comment=data["comment"], by=actor.id, created_at=now,
+            )
+            session.add(rating)
+            session.flush()
+            self.db.emit(session, "rating_submitted", rating_view(rating), need_id=need_id)
+            for subject_type, subject_id in (("volunteer", rating.volunteer_id), ("site", rating.site_id)):
+                summary = self._add_to_score(session, subject_type, subject_id, rating.stars)
+                self.db.emit(session, "score_updated",
+                             {"subject_type": subject_type, "subject_id": subject_id, **summary}, need_id=need_id)
+            if domain.needs_follow_up(rating.stars, rating.tags):
+                follow_up = FollowUp(
+                    id=new_id(), need_id=need_id, rating_id=rating.id, site_id=rating.site_id, status="open",
+                    reason=f"{rating.stars} stars" + (f", {', '.join(rating.tags)}" if rating.tags else ""),
+                    created_at=now,
+                )
+                session.add(follow_up)
+                session.flush()
+                self.db.emit(session, "rating_flagged", follow_up_view(follow_up), need_id=need_id)
+            return rating_view(rating)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def score(self, subject_type, subject_id):
+        with self.db.session() as session:
+            row = session.get(ScoreRow, (subject_type, subject_id))
+            score = domain.Score()
+            if row is not None:
+                score = domain.Score(count=row.count, total=row.total, distribution=dict(row.distribution))
+            return {"subject_type": subject_type, "subject_id": subject_id, **score.summary()}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_ratings(self, actor, query):
+        query = load(RatingQuerySchema(), query)
+        stmt = sa.select(Rating)
+        if query["volunteer_id"]:
+            stmt = stmt.where(Rating.volunteer_id == query["volunteer_id"])
+        if query["site_id"]:
+            stmt = stmt.where(sa.or_(Rating.site_id == query["site_id"], Rating.site_id.startswith(query["site_id"] + ".")))
+        with self.db.session() as session:
+            return _paged(session, stmt, (Rating.created_at.desc(), Rating.id), query, rating_view)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_follow_ups(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(FollowUpQuerySchema(), query)
+        stmt = sa.select(FollowUp)
+        if actor.role == "staff":
+            stmt = stmt.where(sa.or_(FollowUp.site_id == actor.site_id, FollowUp.site_id.startswith(actor.site_id + ".")))
+        elif not actor.is_admin:
+            raise Forbidden("Follow-ups are for staff")
+        if query["status"] != "all":
+            stmt = stmt.where(FollowUp.status == query["status"])
+        with self.db.session() as session:
+            return _paged(session, stmt, (FollowUp.created_at.desc(), FollowUp.id), query, follow_up_view)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def resolve_follow_up(self, actor, follow_up_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(ResolveSchema(), data)
+        with self.db.session() as session:
+            follow_up = session.get(FollowUp, follow_up_id, with_for_update=True) if isinstance(follow_up_id, str) else None
+            if follow_up is None or not actor.governs(follow_up.site_id):
+                raise NotFound(f"No follow-up {follow_up_id}")
+            if follow_up.status != "open":
+                raise Conflict("This follow-up is resolved already")
+            follow_up.status = "resolved"
+            follow_up.note = data["note"]
+            follow_up.resolved_by = actor.id
+            follow_up.resolved_at = utcnow()
+            self.db.emit(session, "follow_up_resolved", follow_up_view(follow_up), need_id=follow_up.need_id)
+            return follow_up_view(follow_up)
+
+    @event_handler("volunteers", "service_completed")
+    def on_service_completed(self, event):
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "ratings.service_completed"):
+                return
+            if session.get(CompletedService, event["need_id"]) is not None:
+                return
+            session.add(CompletedService(
+                need_id=event["need_id"], volunteer_id=data["volunteer_id"], owner_id=data.get("owner_id"),
+                collector_id=data.get("collector_id"), site_id=data["site_id"], category=data["category"],
+                completed_at=utcnow(),
+            ))
+
+    def _add_to_score(self, session, subject_type, subject_id, stars):
+        row = session.get(ScoreRow, (subject_type, subject_id), with_for_update=True)
+        if row is None:
+            row = ScoreRow(subject_type=subject_type, subject_id=subject_id, count=0, total=0.0,
+                           distribution=domain.Score().distribution)
+            session.add(row)
+        score = domain.Score(count=row.count, total=row.total, distribution=dict(row.distribution))
+        score.add(stars)
+        row.count, row.total, row.distribution = score.count, score.total, score.distribution
+        return score.summary()

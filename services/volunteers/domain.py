@@ -1,0 +1,66 @@
+"""志愿者接单 as pure rules: the assignment's states, the geofence and how service
+time becomes credited hours (《志愿服务记录与证明出具办法》 asks that they be true)."""
+import math
+from dataclasses import dataclass
+from lastmile.errors import Conflict
+
+# assignment statuses
+ASSIGNED = "assigned"
+IN_SERVICE = "in_service"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class HoursRule:
+    minimum_minutes: int = 15
+    step_minutes: int = 30
+    daily_cap_hours: float = 12.0
+    geofence_metres: float = 500.0
+
+
+def credited_hours(check_in, check_out, rule=HoursRule(), already_today=0.0):
+    """Service time rounded down to the step; under the minimum counts nothing;
+    no day credits more than the cap."""
+    minutes = (check_out - check_in).total_seconds() / 60
+    if minutes < rule.minimum_minutes:
+        return 0.0
+    steps = math.floor(minutes / rule.step_minutes)
+    hours = steps * rule.step_minutes / 60
+    return max(0.0, min(hours, rule.daily_cap_hours - already_today))
+
+
+def check_can_check_in(status):
+    if status == IN_SERVICE:
+        raise Conflict("You have already checked in", {"status": status})
+    if status != ASSIGNED:
+        raise Conflict(f"This assignment is {status}; check-in is not possible", {"status": status})
+
+
+def check_can_check_out(status):
+    if status == ASSIGNED:
+        raise Conflict("Check in before checking out", {"status": status})
+    if status != IN_SERVICE:
+        raise Conflict(f"This assignment is {status}; check-out is not possible", {"status": status})
+
+
+def distance_metres(lat1, lon1, lat2, lon2):
+    r = 6371000.0
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(a))
+
+
+def outside_geofence(need_lat, need_lon, lat, lon, rule=HoursRule()):
+    """True when both places are known and farther apart than the radius."""
+    if None in (need_lat, need_lon, lat, lon):
+        return False
+    return distance_metres(need_lat, need_lon, lat, lon) > rule.geofence_metres
+
+
+def volunteer_number(volunteer_id, year):
+    """A volunteer number people can read out, derived from the id so that
+    replicas registering at once never collide: LM-2026-3F9A1C2B."""
+    return f"LM-{year}-{volunteer_id.replace('-', '')[:8].upper()}"

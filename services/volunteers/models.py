@@ -1,0 +1,83 @@
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lastmile.db import UTCDateTime
+from lastmile.outbox import messaging_tables
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Volunteer(Base):
+    __tablename__ = "volunteers"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    number: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    phone: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    skills = mapped_column(sa.JSON, nullable=False)
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    availability = mapped_column(sa.JSON, nullable=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class Assignment(Base):
+    """A need assigned to a volunteer, as dispatch told us."""
+
+    __tablename__ = "assignments"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    need_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    need = mapped_column(sa.JSON, nullable=False)
+    assigned_at = mapped_column(UTCDateTime, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class ServiceRecord(Base):
+    """志愿服务记录: what one volunteer did for one need."""
+
+    __tablename__ = "service_records"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    assignment_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("assignments.id"), unique=True)
+    need_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
+    site_id: Mapped[str] = mapped_column(sa.String(128))
+    category: Mapped[str] = mapped_column(sa.String(32))
+    title: Mapped[str] = mapped_column(sa.String(80))
+    check_in_at = mapped_column(UTCDateTime, nullable=False)
+    check_in_lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    check_in_lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    check_out_at = mapped_column(UTCDateTime, nullable=True)
+    check_out_lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    check_out_lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    hours: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    summary: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    beneficiaries_served: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    flagged: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    flag_reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+
+
+class HoursEntry(Base):
+    """The append-only hours ledger: corrections are new entries, never edits."""
+
+    __tablename__ = "hours_ledger"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
+    need_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    record_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("service_records.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    hours: Mapped[float] = mapped_column(sa.Float)
+    service_date = mapped_column(sa.Date, nullable=False)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+    # One checked-in entry per service record, whatever is redelivered.
+    __table_args__ = (sa.UniqueConstraint("record_id", "kind", name="uq_hours_record_kind"),)
+
+
+MESSAGING = messaging_tables(Base.metadata)

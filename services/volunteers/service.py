@@ -1,0 +1,295 @@
+"""志愿者: volunteers, their assignments, check-in and check-out, and the hours ledger."""
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from nameko.rpc import rpc
+
+from lastmile.auth import Actor
+from lastmile.consumer import event_handler
+from lastmile.db import new_id, utcnow
+from lastmile.errors import EXPECTED, Conflict, Forbidden, NotFound, NotReady
+from lastmile.events import isoformat
+from lastmile.store import Store
+from lastmile.validation import load, mask_phone
+from services.volunteers import domain, schemas
+from services.volunteers.models import MESSAGING, Assignment, Base, HoursEntry, ServiceRecord, Volunteer
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+LOCAL_DAY_OFFSET_HOURS = 8  # service dates are counted in China Standard Time
+
+
+def _iso(value):
+    return isoformat(value) if value else None
+
+
+def volunteer_view(volunteer, actor=None):
+    view = {
+        "id": volunteer.id,
+        "user_id": volunteer.user_id,
+        "number": volunteer.number,
+        "name": volunteer.name,
+        "phone": volunteer.phone,
+        "skills": volunteer.skills,
+        "site_id": volunteer.site_id,
+        "lat": volunteer.lat,
+        "lon": volunteer.lon,
+        "availability": volunteer.availability,
+        "status": volunteer.status,
+        "created_at": _iso(volunteer.created_at),
+    }
+    if actor is not None and not (actor.id == volunteer.user_id or actor.governs(volunteer.site_id)):
+        view["phone"] = mask_phone(volunteer.phone)
+        view["lat"] = view["lon"] = None
+    return view
+
+
+def volunteer_event(volunteer):
+    """What dispatch's candidate projection needs to know."""
+    return {
+        "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "name": volunteer.name,
+        "skills": volunteer.skills, "site_id": volunteer.site_id, "lat": volunteer.lat, "lon": volunteer.lon,
+        "availability": volunteer.availability, "status": volunteer.status,
+    }
+
+
+def record_view(record):
+    return {
+        "id": record.id, "need_id": record.need_id, "site_id": record.site_id, "category": record.category,
+        "title": record.title, "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(record.check_out_at),
+        "hours": record.hours, "summary": record.summary, "beneficiaries_served": record.beneficiaries_served,
+        "flagged": record.flagged, "flag_reason": record.flag_reason,
+    }
+
+
+def local_date(moment):
+    return (moment + timedelta(hours=LOCAL_DAY_OFFSET_HOURS)).date()
+
+
+class VolunteersService:
+    name = "volunteers"
+
+    db = Store(Base.metadata, MIGRATIONS, MESSAGING)
+
+    @rpc
+    def health(self):
+        with self.db.session() as session:
+            session.execute(sa.text("SELECT 1"))
+        return {"service": self.name, "ok": True}
+
+    # ---- profiles ------------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_volunteer(self, actor, data):
+        actor = Actor.from_dict(actor)
+        if actor.role != "volunteer":
+            raise Forbidden("Register as a volunteer to create a volunteer profile")
+        data = load(schemas.VolunteerCreateSchema(), data)
+        now = utcnow()
+        with self.db.session() as session:
+            if session.scalars(sa.select(Volunteer.id).where(Volunteer.user_id == actor.id)).first():
+                raise Conflict("You have a volunteer profile already; change it with PATCH")
+            volunteer_id = new_id()
+            volunteer = Volunteer(
+                id=volunteer_id, user_id=actor.id, number=domain.volunteer_number(volunteer_id, now.year),
+                status="active", created_at=now, updated_at=now, **data,
+            )
+            session.add(volunteer)
+            session.flush()
+            self.db.emit(session, "volunteer_registered", volunteer_event(volunteer))
+            return volunteer_view(volunteer)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_volunteer(self, actor, volunteer_id):
+        actor = Actor.from_dict(actor)
+        with self.db.session() as session:
+            return volunteer_view(self._volunteer(session, volunteer_id), actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def my_volunteer(self, actor):
+        actor = Actor.from_dict(actor)
+        with self.db.session() as session:
+            volunteer = session.scalars(sa.select(Volunteer).where(Volunteer.user_id == actor.id)).first()
+            if volunteer is None:
+                raise NotFound("You have no volunteer profile yet; create one with POST /volunteers")
+            return volunteer_view(volunteer)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_volunteer(self, actor, volunteer_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.VolunteerUpdateSchema(), data, partial=True)
+        with self.db.session() as session:
+            volunteer = self._volunteer(session, volunteer_id, lock=True)
+            is_self = volunteer.user_id == actor.id
+            is_staff = actor.governs(volunteer.site_id)
+            if not (is_self or is_staff):
+                raise Forbidden("Only the volunteer or staff of their site may change this profile")
+            if "status" in data and not is_staff:
+                raise Forbidden("Only staff suspend or reinstate a volunteer")
+            for key, value in data.items():
+                setattr(volunteer, key, value)
+            volunteer.updated_at = utcnow()
+            self.db.emit(session, "volunteer_updated", volunteer_event(volunteer))
+            return volunteer_view(volunteer)
+
+    # ---- service -------------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def check_in(self, actor, need_id, data=None):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.CheckInSchema(), data or {})
+        now = utcnow()
+        with self.db.session() as session:
+            assignment, volunteer = self._own_assignment(session, actor, need_id)
+            domain.check_can_check_in(assignment.status)
+            need = assignment.need
+            flagged = domain.outside_geofence(need.get("lat"), need.get("lon"), data["lat"], data["lon"])
+            record = ServiceRecord(
+                id=new_id(), assignment_id=assignment.id, need_id=need_id, volunteer_id=volunteer.id,
+                site_id=need["site_id"], category=need["category"], title=need.get("title", "")[:80],
+                check_in_at=now, check_in_lat=data["lat"], check_in_lon=data["lon"], flagged=flagged,
+                flag_reason="check-in outside the geofence" if flagged else None,
+            )
+            session.add(record)
+            assignment.status = domain.IN_SERVICE
+            assignment.updated_at = now
+            session.flush()
+            self.db.emit(session, "service_started",
+                         {"volunteer_id": volunteer.id, "user_id": volunteer.user_id, "record_id": record.id,
+                          "check_in_at": _iso(now), "flagged": flagged}, need_id=need_id)
+            return record_view(record)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def check_out(self, actor, need_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.CheckOutSchema(), data)
+        now = utcnow()
+        with self.db.session() as session:
+            assignment, volunteer = self._own_assignment(session, actor, need_id)
+            domain.check_can_check_out(assignment.status)
+            record = session.scalars(
+                sa.select(ServiceRecord).where(ServiceRecord.assignment_id == assignment.id)
+            ).one()
+            day = local_date(record.check_in_at)
+            already = session.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(HoursEntry.hours), 0.0)).where(
+                    HoursEntry.volunteer_id == volunteer.id, HoursEntry.service_date == day,
+                    HoursEntry.kind == "checked_in",
+                )
+            )
+            record.check_out_at = now
+            record.check_out_lat, record.check_out_lon = data["lat"], data["lon"]
+            record.summary = data["summary"]
+            record.beneficiaries_served = data["beneficiaries_served"]
+            record.hours = domain.credited_hours(record.check_in_at, now, already_today=float(already or 0))
+            assignment.status = domain.COMPLETED
+            assignment.updated_at = now
+            need = assignment.need
+            completed = {
+                "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "record_id": record.id,
+                "hours": record.hours, "beneficiaries_served": record.beneficiaries_served,
+                "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(now), "flagged": record.flagged,
+                "site_id": need["site_id"], "category": need["category"], "owner_id": need.get("owner_id"),
+                "collector_id": need.get("collector_id"),
+            }
+            self.db.emit(session, "service_completed", completed, need_id=need_id)
+            if not record.flagged:
+                # A flagged record's hours wait for staff approval.
+                self._credit(session, volunteer, record, day, now)
+            return record_view(record)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_hours(self, actor, volunteer_id):
+        actor = Actor.from_dict(actor)
+        with self.db.session() as session:
+            volunteer = self._volunteer(session, volunteer_id)
+            if not (volunteer.user_id == actor.id or actor.governs(volunteer.site_id)):
+                raise Forbidden("Only the volunteer or staff of their site may read these hours")
+            entries = session.scalars(
+                sa.select(HoursEntry).where(HoursEntry.volunteer_id == volunteer.id).order_by(HoursEntry.created_at)
+            ).all()
+            records = {
+                r.id: r for r in session.scalars(sa.select(ServiceRecord).where(ServiceRecord.volunteer_id == volunteer.id))
+            }
+            items = []
+            for entry in entries:
+                item = {"need_id": entry.need_id, "hours": entry.hours, "kind": entry.kind,
+                        "service_date": entry.service_date.isoformat(), "credited_at": _iso(entry.created_at)}
+                if entry.record_id in records:
+                    item["record"] = record_view(records[entry.record_id])
+                items.append(item)
+            return {
+                "volunteer_id": volunteer.id,
+                "total_hours": round(sum(entry.hours for entry in entries), 2),
+                "records": items,
+            }
+
+    # ---- facts from dispatch and needs -----------------------------------------------
+
+    @event_handler("dispatch", "order_assigned")
+    def on_order_assigned(self, event):
+        data = event["data"]
+        now = utcnow()
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "volunteers.order_assigned"):
+                return
+            volunteer = session.get(Volunteer, data["volunteer_id"])
+            if volunteer is None:
+                raise NotReady(f"volunteer {data['volunteer_id']} is not known yet")
+            session.add(Assignment(
+                id=new_id(), need_id=event["need_id"], volunteer_id=volunteer.id, status=domain.ASSIGNED,
+                need=data["need"], assigned_at=now, updated_at=now,
+            ))
+
+    @event_handler("dispatch", "order_reassigned")
+    def on_order_reassigned(self, event):
+        self._close_assignments(event, "volunteers.order_reassigned", domain.RELEASED,
+                                volunteer_id=event["data"]["previous_volunteer_id"])
+
+    @event_handler("needs", "need_cancelled")
+    def on_need_cancelled(self, event):
+        self._close_assignments(event, "volunteers.need_cancelled", domain.CANCELLED)
+
+    # ---- helpers --------------------------------------------------------------------
+
+    def _close_assignments(self, event, consumer, status, volunteer_id=None):
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, consumer):
+                return
+            stmt = sa.select(Assignment).where(
+                Assignment.need_id == event["need_id"], Assignment.status == domain.ASSIGNED
+            ).with_for_update()
+            if volunteer_id:
+                stmt = stmt.where(Assignment.volunteer_id == volunteer_id)
+            for assignment in session.scalars(stmt):
+                assignment.status = status
+                assignment.updated_at = utcnow()
+
+    def _credit(self, session, volunteer, record, day, now):
+        entry = HoursEntry(id=new_id(), volunteer_id=volunteer.id, need_id=record.need_id, record_id=record.id,
+                           kind="checked_in", hours=record.hours, service_date=day, created_at=now)
+        session.add(entry)
+        session.flush()
+        self.db.emit(session, "hours_credited",
+                     {"volunteer_id": volunteer.id, "entry_id": entry.id, "hours": entry.hours, "kind": entry.kind,
+                      "record_id": record.id, "site_id": record.site_id, "category": record.category},
+                     need_id=record.need_id)
+
+    def _volunteer(self, session, volunteer_id, lock=False):
+        volunteer = session.get(Volunteer, volunteer_id, with_for_update=lock) if isinstance(volunteer_id, str) else None
+        if volunteer is None:
+            raise NotFound(f"No volunteer {volunteer_id}")
+        return volunteer
+
+    def _own_assignment(self, session, actor, need_id):
+        """The caller's live assignment for a need; anyone else's does not exist for them."""
+        row = session.execute(
+            sa.select(Assignment, Volunteer)
+            .join(Volunteer, Volunteer.id == Assignment.volunteer_id)
+            .where(Assignment.need_id == need_id, Volunteer.user_id == actor.id)
+            .order_by(Assignment.assigned_at.desc())
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"You have no assignment for need {need_id}")
+        return row
