@@ -24,6 +24,10 @@ VARIABLES = {
     "LASTMILE_BROADCAST_SIZE": ("3", "offers made at once for an urgent need"),
     "LASTMILE_OFFERS_PER_LEVEL": ("3", "offers at one escalation level before widening"),
     "LASTMILE_MAX_ACTIVE_ASSIGNMENTS": ("2", "assignments a volunteer may hold at once"),
+    "LASTMILE_HOURS_MINIMUM_MINUTES": ("15", "service shorter than this credits no hours"),
+    "LASTMILE_HOURS_STEP_MINUTES": ("30", "credited time is rounded down to a multiple of this"),
+    "LASTMILE_HOURS_DAILY_CAP": ("12", "hours one volunteer may be credited for one day"),
+    "LASTMILE_GEOFENCE_METRES": ("500", "a check-in farther than this from the need is flagged"),
     "LASTMILE_LOG_LEVEL": ("INFO", "log level of every process"),
 }
 

@@ -4,7 +4,7 @@ can reason about enclosure and escalation from the id alone."""
 import re
 
 LEVELS = ("district", "institute", "station")
-SITE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,39}(\.[a-z][a-z0-9_-]{0,39}){0,2}$")
+SITE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,39}(\.[a-z][a-z0-9_-]{0,39}){0,2}\Z")
 
 
 def is_valid(site_id):

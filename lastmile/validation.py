@@ -6,8 +6,8 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from lastmile import sites
 from lastmile.errors import InvalidInput
 
-CHINESE_MOBILE = re.compile(r"^1[3-9]\d{9}$")
-CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+CHINESE_MOBILE = re.compile(r"^1[3-9][0-9]{9}\Z")
+CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}\Z")
 MAX_PAGE_SIZE = 100
 
 
@@ -61,8 +61,9 @@ class PageSchema(QuerySchema):
 def mask_phone(phone):
     if not phone:
         return phone
-    if len(phone) < 7:
-        return "*" * len(phone)
+    if len(phone) < 11:
+        # Landlines and short numbers: show only the last two digits.
+        return "*" * max(len(phone) - 2, 4) + phone[-2:]
     return phone[:3] + "****" + phone[-4:]
 
 

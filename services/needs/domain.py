@@ -41,6 +41,7 @@ BENEFICIARY_GROUPS = ("left_behind_child", "elderly_alone", "solitary", "disable
 URGENCIES = ("normal", "urgent")
 DUPLICATE_WINDOW = timedelta(hours=24)
 MAX_WINDOW_AHEAD = timedelta(days=90)
+CLOCK_SKEW = timedelta(minutes=10)  # clients' clocks run a little behind
 
 
 def next_status(current, action):
@@ -65,7 +66,8 @@ def check_window(window_start, window_end, now):
     for name, value in (("window_start", window_start), ("window_end", window_end)):
         if value is None:
             continue
-        if name == "window_end" and value < now:
+        # A window that has opened may still be served; one with no end must start ahead.
+        if (name == "window_end" or window_end is None) and value < now - CLOCK_SKEW:
             errors[name] = ["Must not be in the past."]
         if value > now + MAX_WINDOW_AHEAD:
             errors[name] = ["Must be at most 90 days ahead."]

@@ -14,8 +14,8 @@ RELEASED = "released"
 
 @dataclass(frozen=True)
 class HoursRule:
-    minimum_minutes: int = 15
-    step_minutes: int = 30
+    minimum_minutes: float = 15
+    step_minutes: float = 30
     daily_cap_hours: float = 12.0
     geofence_metres: float = 500.0
 
@@ -27,7 +27,7 @@ def credited_hours(check_in, check_out, rule=HoursRule(), already_today=0.0):
     if minutes < rule.minimum_minutes:
         return 0.0
     steps = math.floor(minutes / rule.step_minutes)
-    hours = steps * rule.step_minutes / 60
+    hours = round(steps * rule.step_minutes / 60, 4)
     return max(0.0, min(hours, rule.daily_cap_hours - already_today))
 
 
@@ -61,6 +61,7 @@ def outside_geofence(need_lat, need_lon, lat, lon, rule=HoursRule()):
 
 
 def volunteer_number(volunteer_id, year):
-    """A volunteer number people can read out, derived from the id so that
-    replicas registering at once never collide: LM-2026-3F9A1C2B."""
-    return f"LM-{year}-{volunteer_id.replace('-', '')[:8].upper()}"
+    """A volunteer number people can read out, derived from the random id so that
+    replicas registering at once need no shared counter: LM-2026-3F9A1C2B5D6E.
+    48 random bits make a clash improbable; a unique constraint refuses one."""
+    return f"LM-{year}-{volunteer_id.replace('-', '')[:12].upper()}"

@@ -5,6 +5,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from nameko.rpc import rpc
 
+from lastmile import config
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
 from lastmile.db import new_id, utcnow
@@ -60,6 +61,15 @@ def record_view(record):
         "hours": record.hours, "summary": record.summary, "beneficiaries_served": record.beneficiaries_served,
         "flagged": record.flagged, "flag_reason": record.flag_reason,
     }
+
+
+def hours_rule():
+    return domain.HoursRule(
+        minimum_minutes=config.get_float("LASTMILE_HOURS_MINIMUM_MINUTES"),
+        step_minutes=config.get_float("LASTMILE_HOURS_STEP_MINUTES"),
+        daily_cap_hours=config.get_float("LASTMILE_HOURS_DAILY_CAP"),
+        geofence_metres=config.get_float("LASTMILE_GEOFENCE_METRES"),
+    )
 
 
 def local_date(moment):
@@ -143,7 +153,8 @@ class VolunteersService:
             assignment, volunteer = self._own_assignment(session, actor, need_id)
             domain.check_can_check_in(assignment.status)
             need = assignment.need
-            flagged = domain.outside_geofence(need.get("lat"), need.get("lon"), data["lat"], data["lon"])
+            flagged = domain.outside_geofence(need.get("lat"), need.get("lon"), data["lat"], data["lon"],
+                                             hours_rule())
             record = ServiceRecord(
                 id=new_id(), assignment_id=assignment.id, need_id=need_id, volunteer_id=volunteer.id,
                 site_id=need["site_id"], category=need["category"], title=need.get("title", "")[:80],
@@ -181,7 +192,8 @@ class VolunteersService:
             record.check_out_lat, record.check_out_lon = data["lat"], data["lon"]
             record.summary = data["summary"]
             record.beneficiaries_served = data["beneficiaries_served"]
-            record.hours = domain.credited_hours(record.check_in_at, now, already_today=float(already or 0))
+            record.hours = domain.credited_hours(record.check_in_at, now, hours_rule(),
+                                                  already_today=float(already or 0))
             assignment.status = domain.COMPLETED
             assignment.updated_at = now
             need = assignment.need

@@ -113,11 +113,6 @@ def test_window_refused_names_the_field(start, end, field):
     assert field in caught.value.details
 
 
-@pytest.mark.xfail(
-    reason="BUG services/needs/domain.py check_window: only window_end is checked against now, so a "
-    "window given only by a start in the past (yesterday, no end) is accepted",
-    strict=True,
-)
 def test_window_starting_in_the_past_without_an_end_is_refused():
     with pytest.raises(InvalidInput) as caught:
         domain.check_window(NOW - D, None, NOW)

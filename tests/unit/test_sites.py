@@ -117,10 +117,5 @@ def test_is_valid_refuses_other_values(site_id):
     assert sites.is_valid(site_id) is False
 
 
-@pytest.mark.xfail(
-    reason="BUG lastmile/sites.py SITE_ID uses '$', which also matches before a trailing newline, "
-    "so is_valid('qiongshan\\n') is True",
-    strict=True,
-)
 def test_is_valid_refuses_trailing_newline():
     assert sites.is_valid("qiongshan\n") is False
