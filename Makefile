@@ -11,7 +11,6 @@ export LASTMILE_ADMIN_PASSWORD ?= lastmile-admin
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 

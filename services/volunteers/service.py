@@ -232,7 +232,7 @@ class VolunteersService:
                 items.append(item)
             return {
                 "volunteer_id": volunteer.id,
-                "total_hours": round(sum(entry.hours for entry in entries), 2),
+                "total_hours": round(sum(entry.hours for entry in entries), 4),
                 "records": items,
             }
 

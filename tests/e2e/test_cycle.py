@@ -1,0 +1,192 @@
+"""群众点单 → 政府派单 → 志愿者接单 → 群众评单 over HTTP, on the whole stack."""
+import random
+import time
+import uuid
+from datetime import datetime
+
+import pytest
+
+from services.volunteers.domain import HoursRule, credited_hours
+from tests.support import wait_for
+
+PASSWORD = "a-good-password"
+
+
+def unique_phone(prefix="139"):
+    return prefix + "".join(random.choice("0123456789") for _ in range(8))
+
+
+def register(anonymous, role, name):
+    phone = unique_phone("137" if role == "resident" else "139")
+    response = anonymous.post("/auth/register", json={"phone": phone, "password": PASSWORD, "name": name, "role": role})
+    assert response.status_code == 201, response.text
+    assert response.json()["role"] == role and "password" not in response.text
+    return anonymous.login(phone, PASSWORD), phone
+
+
+def wait_status(client, need_id, status, timeout=15):
+    def reached():
+        need = client.get(f"/needs/{need_id}").json()
+        return need if need["status"] == status else None
+
+    return wait_for(reached, timeout, interval=0.1, message=f"need {need_id} {status}")
+
+
+@pytest.fixture
+def station(admin):
+    """A fresh station in the demo tree, so that this test's volunteer is its only one."""
+    site_id = "qiongshan.hongqi.e2e" + uuid.uuid4().hex[:6]
+    response = admin.post("/sites", json={"id": site_id, "name": "测试站", "lat": 19.79, "lon": 110.49})
+    assert response.status_code == 201, response.text
+    return site_id
+
+
+@pytest.fixture
+def staff(admin, anonymous):
+    phone = unique_phone("138")
+    response = admin.post("/accounts", json={"phone": phone, "password": PASSWORD, "name": "红旗镇实践所",
+                                             "role": "staff", "site_id": "qiongshan.hongqi"})
+    assert response.status_code == 201, response.text
+    return anonymous.login(phone, PASSWORD)
+
+
+@pytest.fixture
+def volunteer(anonymous, station):
+    client, phone = register(anonymous, "volunteer", "志愿者小符")
+    response = client.post("/volunteers", json={"name": "志愿者小符", "skills": ["health"], "site_id": station,
+                                                 "lat": 19.79, "lon": 110.49, "phone": phone})
+    assert response.status_code == 201, response.text
+    client.profile = response.json()
+    return client
+
+
+def submit(resident, station, **overrides):
+    body = {"category": "health", "title": "上门量血压", "description": "独居老人，需要每周量一次血压",
+            "site_id": station, "address": "红旗镇本立村3号", "contact_phone": "13700000001",
+            "beneficiary_group": "elderly_alone", "beneficiaries": 1}
+    body.update(overrides)
+    response = resident.post("/needs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def pending_offer(volunteer, need_id):
+    def offered():
+        items = volunteer.get("/offers", params={"status": "pending"}).json()["items"]
+        return next((offer for offer in items if offer["need_id"] == need_id), None)
+
+    return wait_for(offered, 15, interval=0.1, message="an offer")
+
+
+def test_the_whole_cycle(anonymous, staff, volunteer, station, tap):
+    resident, _ = register(anonymous, "resident", "黄阿婆")
+    need = submit(resident, station)
+    assert need["status"] == "submitted" and need["history"][0]["status"] == "submitted"
+
+    approved = staff.post(f"/needs/{need['id']}/approve")
+    assert approved.status_code == 200 and approved.json()["status"] == "dispatching"
+
+    offer = pending_offer(volunteer, need["id"])
+    assert offer["volunteer_id"] == volunteer.profile["id"] and offer["deadline"]
+    accepted = volunteer.post(f"/offers/{offer['id']}/accept")
+    assert accepted.status_code == 200, accepted.text
+    assigned = wait_status(resident, need["id"], "assigned")
+    assert assigned["volunteer_id"] == volunteer.profile["id"]
+
+    # The assigned volunteer sees the resident's contact; the order shows staff the score.
+    assert volunteer.get(f"/needs/{need['id']}").json()["contact_phone"] == "13700000001"
+    order = staff.get(f"/needs/{need['id']}/order").json()
+    assert order["status"] == "assigned" and order["offers"][0]["score_parts"]["distance"] > 0
+
+    checked_in = volunteer.post(f"/needs/{need['id']}/check-in", json={"lat": 19.79, "lon": 110.49})
+    assert checked_in.status_code == 200, checked_in.text
+    wait_status(resident, need["id"], "in_service")
+    time.sleep(2.5)
+    checked_out = volunteer.post(f"/needs/{need['id']}/check-out",
+                                 json={"summary": "量了血压，叮嘱按时服药", "beneficiaries_served": 1})
+    assert checked_out.status_code == 200, checked_out.text
+    record = checked_out.json()
+    wait_status(resident, need["id"], "completed")
+
+    expected_hours = credited_hours(
+        datetime.fromisoformat(record["check_in_at"].replace("Z", "+00:00")),
+        datetime.fromisoformat(record["check_out_at"].replace("Z", "+00:00")),
+        HoursRule(minimum_minutes=0, step_minutes=0.02),
+    )
+    assert expected_hours > 0
+    hours = volunteer.get(f"/volunteers/{volunteer.profile['id']}/hours").json()
+    assert hours["total_hours"] == pytest.approx(expected_hours)
+    assert [r["need_id"] for r in hours["records"]] == [need["id"]]
+
+    rating = wait_for(lambda: (lambda r: r if r.status_code == 201 else None)(
+        resident.post(f"/needs/{need['id']}/rating", json={"stars": 5, "tags": ["patient"], "comment": "很耐心"})),
+        10, interval=0.2, message="the rating to be accepted")
+    assert rating.json()["stars"] == 5
+    rated = wait_status(resident, need["id"], "rated")
+    assert [h["status"] for h in rated["history"]] == [
+        "submitted", "dispatching", "assigned", "in_service", "completed", "rated"]
+
+    score = resident.get(f"/volunteers/{volunteer.profile['id']}/score").json()
+    assert score["count"] == 1 and score["mean"] == 5.0 and 4.0 < score["bayesian_mean"] < 5.0
+
+    again = resident.post(f"/needs/{need['id']}/rating", json={"stars": 1})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+
+    expected_events = ["need_submitted", "need_approved", "order_created", "offer_made", "offer_accepted",
+                       "order_assigned", "service_started", "service_completed", "hours_credited",
+                       "rating_submitted", "score_updated"]
+    for type_ in expected_events:
+        tap.wait(type_, need["id"])
+    assert len(tap.of("hours_credited", need["id"])) == 1
+    assert {e["source"] for e in tap.of(need_id=need["id"])} == {"needs", "dispatch", "volunteers", "ratings"}
+
+
+def test_staff_reject_with_reason(anonymous, staff, station, tap):
+    resident, _ = register(anonymous, "resident", "林大爷")
+    need = submit(resident, station)
+    missing_reason = staff.post(f"/needs/{need['id']}/reject", json={})
+    assert missing_reason.status_code == 400 and "reason" in missing_reason.json()["error"]["details"]
+    rejected = staff.post(f"/needs/{need['id']}/reject", json={"reason": "不属于志愿服务范围"})
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    assert rejected.json()["rejection_reason"] == "不属于志愿服务范围"
+    assert tap.wait("need_rejected", need["id"])[0]["data"]["reason"] == "不属于志愿服务范围"
+    assert staff.post(f"/needs/{need['id']}/approve").status_code == 409
+
+
+def test_cancel_while_dispatching_withdraws_the_offer(anonymous, staff, volunteer, station, tap):
+    resident, _ = register(anonymous, "resident", "符小丽")
+    need = submit(resident, station)
+    staff.post(f"/needs/{need['id']}/approve")
+    offer = pending_offer(volunteer, need["id"])
+    cancelled = resident.post(f"/needs/{need['id']}/cancel", json={"reason": "家人已经帮忙了"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    tap.wait("offer_withdrawn", need["id"])
+    late = volunteer.post(f"/offers/{offer['id']}/accept")
+    assert late.status_code == 409 and late.json()["error"]["message"]
+    assert resident.get(f"/needs/{need['id']}").json()["status"] == "cancelled"
+
+
+def test_operations_endpoints(stack, anonymous):
+    import requests
+
+    assert requests.get(stack["base"] + "/healthz", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(stack["base"] + "/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert set(ready.json()["checks"]) == {"broker", "needs", "dispatch", "volunteers", "ratings"}
+
+
+def test_demo_data_is_there(anonymous):
+    sites = {site["id"]: site for site in anonymous.get("/sites").json()["items"]}
+    assert sites["qiongshan"]["level"] == "district"
+    institutes = [s for s in sites.values() if s["level"] == "institute"]
+    assert len(institutes) >= 12
+    for institute in institutes:
+        assert any(s["parent_id"] == institute["id"] for s in sites.values()), institute["id"]
+    for station in ("qiongshan.hongqi.benli", "qiongshan.hongqi.daochong", "qiongshan.hongqi.tuqiao",
+                    "qiongshan.jiazi.xinmin", "qiongshan.yunlong.yunling"):
+        assert sites[station]["level"] == "station"
+    menu = {p["name"] for p in anonymous.get("/projects", params={"site_id": "qiongshan.hongqi.benli"}).json()["items"]}
+    assert {"红旗小喇叭", "益·老爸茶宣讲", "田螺计划"} <= menu and "红志小导游" not in menu
+    categories = {c["code"] for c in anonymous.get("/categories").json()["items"]}
+    assert categories == {"theory", "education", "culture", "science", "health", "fitness"}
+    assert anonymous.login("13800000003", "lastmile123").token
