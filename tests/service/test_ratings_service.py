@@ -1,0 +1,177 @@
+"""The ratings service on the real broker and database, driven by RPC and by the
+service_completed events volunteers would publish (群众评单)."""
+import uuid
+
+import pytest
+from kombu import Connection
+
+from lastmile.errors import Conflict, Forbidden, InvalidInput, NotFound
+from services.ratings.service import RatingsService
+from tests.service.conftest import ADMIN, actor
+from tests.support import publish_event, wait_for
+
+
+@pytest.fixture
+def ratings(run_services, rpc):
+    run_services(RatingsService)
+    return rpc.ratings
+
+
+def complete(uri, site_id, owner_id=None, collector_id=None, volunteer_id=None, need_id=None, event=None):
+    """Publish volunteers' service_completed for a need, as check-out would."""
+    need_id = need_id or str(uuid.uuid4())
+    data = {
+        "volunteer_id": volunteer_id or str(uuid.uuid4()), "user_id": str(uuid.uuid4()),
+        "record_id": str(uuid.uuid4()), "hours": 1.5, "beneficiaries_served": 1,
+        "check_in_at": "2026-03-09T01:00:00Z", "check_out_at": "2026-03-09T02:40:00Z", "flagged": False,
+        "site_id": site_id, "category": "health", "owner_id": owner_id, "collector_id": collector_id,
+    }
+    return publish_event(uri, "volunteers", "service_completed", data, need_id=need_id, event=event)
+
+
+def wait_rateable(ratings, need_id):
+    """A stranger's rating is a Conflict until the service is known, Forbidden after."""
+    def known():
+        try:
+            ratings.submit_rating(actor("resident"), need_id, {"stars": 5})
+        except Conflict:
+            return False
+        except Forbidden:
+            return True
+        raise AssertionError("a stranger's rating was accepted")
+
+    wait_for(known, timeout=10, message=f"service of {need_id} to be rateable")
+
+
+def test_owner_and_collector_rate_once_and_scores_follow(ratings, tap, site_tree, infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    owner, volunteer_id = actor("resident"), str(uuid.uuid4())
+    need_id = str(uuid.uuid4())
+    with pytest.raises(Conflict):
+        ratings.submit_rating(owner, need_id, {"stars": 5})
+
+    complete(uri, site_tree["station"], owner_id=owner["id"], volunteer_id=volunteer_id, need_id=need_id)
+    wait_rateable(ratings, need_id)
+
+    for body, field in (({"stars": 0}, "stars"), ({"stars": 6}, "stars"), ({"stars": "5"}, "stars"),
+                        ({"stars": 4, "tags": ["patient", "sleepy"]}, "tags"),
+                        ({"stars": 4, "comment": "好" * 501}, "comment"), ({"stars": 4, "mood": "x"}, "mood")):
+        with pytest.raises(InvalidInput) as caught:
+            ratings.submit_rating(owner, need_id, body)
+        assert set(caught.value.details) == {field}, body
+    with pytest.raises(Forbidden):
+        ratings.submit_rating(actor("resident"), need_id, {"stars": 1})
+
+    rating = ratings.submit_rating(owner, need_id, {"stars": 5, "tags": ["patient", "punctual", "patient"],
+                                                    "comment": "很" * 500})
+    assert rating["stars"] == 5 and rating["tags"] == ["patient", "punctual"]
+    assert rating["volunteer_id"] == volunteer_id and rating["site_id"] == site_tree["station"]
+    submitted = tap.wait("rating_submitted", need_id)
+    assert len(submitted) == 1 and submitted[0]["data"]["id"] == rating["id"]
+    updates = tap.wait("score_updated", need_id, count=2)
+    assert {(u["data"]["subject_type"], u["data"]["subject_id"]) for u in updates} == {
+        ("volunteer", volunteer_id), ("site", site_tree["station"])}
+    assert all(u["data"]["count"] == 1 and u["data"]["bayesian_mean"] == 4.167 for u in updates)
+
+    score = ratings.score("volunteer", volunteer_id)
+    assert (score["count"], score["mean"], score["bayesian_mean"]) == (1, 5.0, round((4.0 * 5 + 5) / 6, 3))
+    assert score["distribution"] == {"1": 0, "2": 0, "3": 0, "4": 0, "5": 1}
+    assert ratings.score("site", site_tree["station"])["count"] == 1
+
+    with pytest.raises(Conflict):
+        ratings.submit_rating(owner, need_id, {"stars": 1})
+
+    # A need the collector registered for a resident who cannot: the collector may rate it.
+    collector, helped = actor("collector", site_tree["station"]), actor("resident")
+    collected = complete(uri, site_tree["station"], owner_id=helped["id"], collector_id=collector["id"],
+                         volunteer_id=volunteer_id)["need_id"]
+    wait_rateable(ratings, collected)
+    assert ratings.submit_rating(collector, collected, {"stars": 4})["stars"] == 4
+    with pytest.raises(Conflict):
+        ratings.submit_rating(helped, collected, {"stars": 4})
+
+    score = ratings.score("volunteer", volunteer_id)
+    assert (score["count"], score["mean"], score["bayesian_mean"]) == (2, 4.5, round((4.0 * 5 + 9) / 7, 3))
+    assert score["distribution"] == {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}
+    assert ratings.score("site", site_tree["station"])["distribution"] == score["distribution"]
+    unrated = ratings.score("volunteer", str(uuid.uuid4()))
+    assert unrated["count"] == 0 and unrated["mean"] is None and unrated["bayesian_mean"] == 4.0
+    assert ratings.list_ratings(owner, {"volunteer_id": volunteer_id})["total"] == 2
+    assert ratings.list_ratings(owner, {"site_id": site_tree["institute"]})["total"] == 2
+    assert ratings.list_ratings(owner, {"site_id": site_tree["other_institute"]})["total"] == 0
+    tap.drain(0.3)
+    assert tap.of("rating_flagged") == []
+
+
+def test_poor_rating_opens_a_follow_up_for_staff_of_the_branch(ratings, tap, site_tree, infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    low_owner, no_show_owner, fair_owner = actor("resident"), actor("resident"), actor("resident")
+    low = complete(uri, site_tree["station"], owner_id=low_owner["id"])["need_id"]
+    no_show = complete(uri, site_tree["station"], owner_id=no_show_owner["id"])["need_id"]
+    fair = complete(uri, site_tree["station"], owner_id=fair_owner["id"])["need_id"]
+    for need_id in (low, no_show, fair):
+        wait_rateable(ratings, need_id)
+
+    ratings.submit_rating(low_owner, low, {"stars": 2, "comment": "来晚了"})
+    ratings.submit_rating(no_show_owner, no_show, {"stars": 4, "tags": ["no_show"]})
+    ratings.submit_rating(fair_owner, fair, {"stars": 3, "tags": ["late"]})
+    flagged = tap.wait("rating_flagged", count=2)
+    assert {f["need_id"] for f in flagged} == {low, no_show}
+    tap.drain(0.3)
+    assert tap.of("rating_flagged", fair) == []
+
+    for site in ("station", "institute", "district"):
+        listed = ratings.list_follow_ups(actor("staff", site_tree[site]), {})
+        assert {f["need_id"] for f in listed["items"]} == {low, no_show} and listed["total"] == 2, site
+    for site in ("other_institute", "other_station"):
+        assert ratings.list_follow_ups(actor("staff", site_tree[site]), {})["total"] == 0, site
+    assert ratings.list_follow_ups(ADMIN, {})["total"] >= 2
+    with pytest.raises(Forbidden):
+        ratings.list_follow_ups(low_owner, {})
+
+    follow_up = next(f for f in flagged if f["need_id"] == low)["data"]
+    assert follow_up["status"] == "open" and follow_up["reason"].startswith("2 stars")
+    staff = actor("staff", site_tree["institute"])
+    with pytest.raises(InvalidInput) as caught:
+        ratings.resolve_follow_up(staff, follow_up["id"], {})
+    assert set(caught.value.details) == {"note"}
+    with pytest.raises(InvalidInput):
+        ratings.resolve_follow_up(staff, follow_up["id"], {"note": ""})
+    with pytest.raises(NotFound):
+        ratings.resolve_follow_up(actor("staff", site_tree["other_institute"]), follow_up["id"], {"note": "看看"})
+
+    resolved = ratings.resolve_follow_up(staff, follow_up["id"], {"note": "已回访，志愿者致歉"})
+    assert resolved["status"] == "resolved" and resolved["resolved_by"] == staff["id"] and resolved["resolved_at"]
+    with pytest.raises(Conflict):
+        ratings.resolve_follow_up(staff, follow_up["id"], {"note": "再次回访"})
+    assert ratings.list_follow_ups(staff, {})["total"] == 1
+    assert [f["id"] for f in ratings.list_follow_ups(staff, {"status": "resolved"})["items"]] == [follow_up["id"]]
+    assert ratings.list_follow_ups(staff, {"status": "all"})["total"] == 2
+
+
+def test_redelivered_service_completed_changes_nothing(ratings, tap, site_tree, infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    owner, volunteer_id = actor("resident"), str(uuid.uuid4())
+    event = complete(uri, site_tree["station"], owner_id=owner["id"], volunteer_id=volunteer_id)
+    need_id = event["need_id"]
+    complete(uri, site_tree["station"], event=event)  # the broker delivers it again
+    wait_rateable(ratings, need_id)
+
+    ratings.submit_rating(owner, need_id, {"stars": 1, "tags": ["rude"]})
+    complete(uri, site_tree["station"], event=event)  # and once more, after the rating
+    # volunteers publishes the same fact again under a new event id
+    complete(uri, site_tree["station"], owner_id=owner["id"], volunteer_id=volunteer_id, need_id=need_id)
+    tap.drain(1.5)
+
+    with pytest.raises(Conflict):
+        ratings.submit_rating(owner, need_id, {"stars": 5})
+    assert len(tap.of("rating_submitted", need_id)) == 1
+    assert len(tap.of("score_updated", need_id)) == 2
+    assert len(tap.of("rating_flagged", need_id)) == 1
+    score = ratings.score("volunteer", volunteer_id)
+    assert score["count"] == 1 and score["distribution"]["1"] == 1
+    assert ratings.list_ratings(owner, {"volunteer_id": volunteer_id})["total"] == 1
+    assert ratings.list_follow_ups(actor("staff", site_tree["station"]), {})["total"] == 1
+
+    with Connection(uri) as conn:
+        assert conn.channel().basic_get("lastmile.dead.ratings", no_ack=False) is None
