@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
 from lastmile import config
@@ -57,19 +58,14 @@ class UnitOfWork:
     def first_delivery(self, session, event, consumer):
         """Mark ``event`` consumed by ``consumer`` in this transaction; False when
         it already was, so a redelivered event changes nothing."""
-        consumed = self._store.consumed
-        seen = session.execute(
-            sa.select(consumed.c.event_id).where(
-                consumed.c.event_id == event["event_id"], consumed.c.consumer == consumer
-            )
-        ).first()
-        if seen:
-            return False
-        session.execute(
-            sa.insert(consumed).values(event_id=event["event_id"], consumer=consumer, consumed_at=utcnow())
-        )
-        session.flush()
-        return True
+        # INSERT … ON CONFLICT DO NOTHING: a copy delivered to another replica at the
+        # same moment waits for the first to commit, then finds the row and skips.
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(self._store.consumed).values(
+            event_id=event["event_id"], consumer=consumer, consumed_at=utcnow()
+        ).on_conflict_do_nothing()
+        return session.execute(statement).rowcount == 1
 
 
 class Store(DependencyProvider):

@@ -28,6 +28,7 @@ class Candidate(Base):
     recent_offers: Mapped[int] = mapped_column(sa.Integer, default=0)
     accepted: Mapped[int] = mapped_column(sa.Integer, default=0)
     declined: Mapped[int] = mapped_column(sa.Integer, default=0)
+    revision: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     updated_at = mapped_column(UTCDateTime, nullable=False)
 
 

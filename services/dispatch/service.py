@@ -259,20 +259,27 @@ class DispatchService:
     def expire_offers(self):
         now = utcnow()
         with self.db.session() as session:
-            stmt = (
-                sa.select(Offer).where(Offer.status == domain.PENDING, Offer.deadline <= now)
-                .order_by(Offer.deadline).limit(100)
-            )
-            if is_postgres(session):
-                stmt = stmt.with_for_update(skip_locked=True)
-            expired = session.scalars(stmt).all()
-            for offer in expired:
-                offer.status = domain.EXPIRED
-                offer.responded_at = now
-                order = self._lock_order(session, order_id=offer.order_id)
-                self.db.emit(session, "offer_expired", self._offer_data(offer, order), need_id=order.need_id)
-            for order_id in {offer.order_id for offer in expired}:
-                self._advance(session, session.get(Order, order_id), now)
+            due = session.execute(
+                sa.select(Offer.order_id).where(Offer.status == domain.PENDING, Offer.deadline <= now)
+                .group_by(Offer.order_id).limit(100)
+            ).scalars().all()
+        for order_id in due:
+            # One transaction per order, locking the order before its offers (as accept
+            # and decline do), so replicas and volunteers never deadlock.
+            with self.db.session() as session:
+                order = self._lock_order(session, order_id=order_id, skip_locked=True)
+                if order is None:
+                    continue  # another replica is on it
+                expired = session.scalars(
+                    sa.select(Offer).where(Offer.order_id == order_id, Offer.status == domain.PENDING,
+                                           Offer.deadline <= now).with_for_update()
+                ).all()
+                for offer in expired:
+                    offer.status = domain.EXPIRED
+                    offer.responded_at = now
+                    self.db.emit(session, "offer_expired", self._offer_data(offer, order), need_id=order.need_id)
+                if expired:
+                    self._advance(session, order, now)
 
     # ---- facts from other services -------------------------------------------------
 
@@ -444,11 +451,15 @@ class DispatchService:
         with self.db.session() as session:
             if not self.db.first_delivery(session, event, consumer):
                 return
-            candidate = session.get(Candidate, data["volunteer_id"])
+            candidate = session.get(Candidate, data["volunteer_id"], with_for_update=True)
             if candidate is None:
                 candidate = Candidate(volunteer_id=data["volunteer_id"], active_assignments=0, rating_count=0,
-                                      rating_sum=0.0, recent_hours=0.0, recent_offers=0, accepted=0, declined=0)
+                                      rating_sum=0.0, recent_hours=0.0, recent_offers=0, accepted=0, declined=0,
+                                      revision=0)
                 session.add(candidate)
+            elif data.get("revision", 0) <= candidate.revision:
+                return  # an older profile arriving late: the newer one stands
+            candidate.revision = data.get("revision", 0)
             candidate.user_id = data.get("user_id")
             candidate.name = data.get("name") or ""
             candidate.site_id = data["site_id"]
@@ -472,8 +483,8 @@ class DispatchService:
             skills.setdefault(row.volunteer_id, []).append(row.category)
         return skills
 
-    def _lock_order(self, session, need_id=None, order_id=None):
-        stmt = sa.select(Order).with_for_update()
+    def _lock_order(self, session, need_id=None, order_id=None, skip_locked=False):
+        stmt = sa.select(Order).with_for_update(skip_locked=skip_locked and is_postgres(session))
         stmt = stmt.where(Order.need_id == need_id) if need_id else stmt.where(Order.id == order_id)
         return session.scalars(stmt).first()
 

@@ -4,10 +4,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from marshmallow import fields, validate
 from nameko.rpc import rpc
+from sqlalchemy.dialects import postgresql, sqlite
 
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import new_id, utcnow
+from lastmile.db import is_postgres, new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, NotFound
 from lastmile.events import isoformat
 from lastmile.store import Store
@@ -181,11 +182,12 @@ class RatingsService:
             ))
 
     def _add_to_score(self, session, subject_type, subject_id, stars):
-        row = session.get(ScoreRow, (subject_type, subject_id), with_for_update=True)
-        if row is None:
-            row = ScoreRow(subject_type=subject_type, subject_id=subject_id, count=0, total=0.0,
-                           distribution=domain.Score().distribution)
-            session.add(row)
+        # Create the row if it is missing without racing another first rating of the
+        # same subject (two inserts would make one rating fail), then lock it.
+        insert = (postgresql.insert if is_postgres(session) else sqlite.insert)(ScoreRow)
+        session.execute(insert.values(subject_type=subject_type, subject_id=subject_id, count=0, total=0.0,
+                                      distribution=domain.Score().distribution).on_conflict_do_nothing())
+        row = session.get(ScoreRow, (subject_type, subject_id), with_for_update=True, populate_existing=True)
         score = domain.Score(count=row.count, total=row.total, distribution=dict(row.distribution))
         score.add(stars)
         row.count, row.total, row.distribution = score.count, score.total, score.distribution

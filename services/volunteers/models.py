@@ -22,6 +22,9 @@ class Volunteer(Base):
     lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     availability = mapped_column(sa.JSON, nullable=True)
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    # Raised on every change and sent with each event, so that a projection can tell
+    # a late, older event from the newest one.
+    revision: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
     created_at = mapped_column(UTCDateTime, nullable=False)
     updated_at = mapped_column(UTCDateTime, nullable=False)
 
@@ -37,6 +40,19 @@ class Assignment(Base):
     need = mapped_column(sa.JSON, nullable=False)
     assigned_at = mapped_column(UTCDateTime, nullable=False)
     updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class AssignmentClosure(Base):
+    """A need cancelled, or a volunteer released from it. Kept because the closing
+    event may arrive before the assignment it closes (they come from different
+    services), and the late assignment must then open closed."""
+
+    __tablename__ = "assignment_closures"
+    need_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    # "*" when the whole need is closed (cancelled), else the released volunteer.
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    closed_at = mapped_column(UTCDateTime, nullable=False)
 
 
 class ServiceRecord(Base):

@@ -14,7 +14,9 @@ from lastmile.events import isoformat
 from lastmile.store import Store
 from lastmile.validation import load, mask_phone
 from services.volunteers import domain, schemas
-from services.volunteers.models import MESSAGING, Assignment, Base, HoursEntry, ServiceRecord, Volunteer
+from services.volunteers.models import (
+    MESSAGING, Assignment, AssignmentClosure, Base, HoursEntry, ServiceRecord, Volunteer,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 LOCAL_DAY_OFFSET_HOURS = 8  # service dates are counted in China Standard Time
@@ -50,7 +52,7 @@ def volunteer_event(volunteer):
     return {
         "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "name": volunteer.name,
         "skills": volunteer.skills, "site_id": volunteer.site_id, "lat": volunteer.lat, "lon": volunteer.lon,
-        "availability": volunteer.availability, "status": volunteer.status,
+        "availability": volunteer.availability, "status": volunteer.status, "revision": volunteer.revision,
     }
 
 
@@ -102,10 +104,14 @@ class VolunteersService:
             volunteer_id = new_id()
             volunteer = Volunteer(
                 id=volunteer_id, user_id=actor.id, number=domain.volunteer_number(volunteer_id, now.year),
-                status="active", created_at=now, updated_at=now, **data,
+                status="active", revision=1, created_at=now, updated_at=now, **data,
             )
             session.add(volunteer)
-            session.flush()
+            try:
+                session.flush()
+            except sa.exc.IntegrityError:
+                # The same user registering twice at once: the unique user_id refuses the second.
+                raise Conflict("You have a volunteer profile already; change it with PATCH")
             self.db.emit(session, "volunteer_registered", volunteer_event(volunteer))
             return volunteer_view(volunteer)
 
@@ -139,6 +145,7 @@ class VolunteersService:
             for key, value in data.items():
                 setattr(volunteer, key, value)
             volunteer.updated_at = utcnow()
+            volunteer.revision += 1
             self.db.emit(session, "volunteer_updated", volunteer_event(volunteer))
             return volunteer_view(volunteer)
 
@@ -199,14 +206,16 @@ class VolunteersService:
             need = assignment.need
             completed = {
                 "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "record_id": record.id,
-                "hours": record.hours, "beneficiaries_served": record.beneficiaries_served,
+                # Credited now; a flagged record's hours wait for staff (pending_hours).
+                "hours": 0.0 if record.flagged else record.hours,
+                "pending_hours": record.hours if record.flagged else 0.0,
+                "beneficiaries_served": record.beneficiaries_served,
                 "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(now), "flagged": record.flagged,
                 "site_id": need["site_id"], "category": need["category"], "owner_id": need.get("owner_id"),
                 "collector_id": need.get("collector_id"),
             }
             self.db.emit(session, "service_completed", completed, need_id=need_id)
             if not record.flagged:
-                # A flagged record's hours wait for staff approval.
                 self._credit(session, volunteer, record, day, now)
             return record_view(record)
 
@@ -248,9 +257,16 @@ class VolunteersService:
             volunteer = session.get(Volunteer, data["volunteer_id"])
             if volunteer is None:
                 raise NotReady(f"volunteer {data['volunteer_id']} is not known yet")
+            closure = session.scalars(
+                sa.select(AssignmentClosure).where(
+                    AssignmentClosure.need_id == event["need_id"],
+                    AssignmentClosure.volunteer_id.in_(("*", volunteer.id)),
+                )
+            ).first()
             session.add(Assignment(
-                id=new_id(), need_id=event["need_id"], volunteer_id=volunteer.id, status=domain.ASSIGNED,
-                need=data["need"], assigned_at=now, updated_at=now,
+                id=new_id(), need_id=event["need_id"], volunteer_id=volunteer.id,
+                status=closure.status if closure else domain.ASSIGNED, need=data["need"], assigned_at=now,
+                updated_at=now,
             ))
 
     @event_handler("dispatch", "order_reassigned")
@@ -273,6 +289,8 @@ class VolunteersService:
             ).with_for_update()
             if volunteer_id:
                 stmt = stmt.where(Assignment.volunteer_id == volunteer_id)
+            session.merge(AssignmentClosure(need_id=event["need_id"], volunteer_id=volunteer_id or "*",
+                                            status=status, closed_at=utcnow()))
             for assignment in session.scalars(stmt):
                 assignment.status = status
                 assignment.updated_at = utcnow()

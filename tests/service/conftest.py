@@ -4,14 +4,38 @@ import pytest
 from nameko.containers import ServiceContainer
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from lastmile import config
+from kombu import Connection
+
+from lastmile import config, topology
+from lastmile.consumer import handler_queue_name
 from tests.support import EventTap
+
+
+def delete_lastmile_queues(amqp_uri):
+    """Every queue Lastmile declares, so that no test sees messages another left."""
+    names = [handler_queue_name(*subscription) for subscription in topology.subscriptions()]
+    names += [f"lastmile.dead.{name}" for name in topology.SERVICES]
+    names += [f"rpc-{name}" for name in topology.SERVICES]
+    names += [f"lastmile.delay.{seconds}s" for seconds in config.retry_delays()]
+    with Connection(amqp_uri) as conn:
+        for name in names:
+            channel = conn.channel()
+            try:
+                channel.queue_delete(name)
+            except Exception:
+                pass
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
 
 
 @pytest.fixture
 def run_services(infrastructure):
     """Start nameko containers of the given service classes on the test broker and
-    databases; stopped (gracefully) after the test."""
+    databases; stopped (gracefully) after the test, and every queue removed."""
+    delete_lastmile_queues(infrastructure["LASTMILE_AMQP_URI"])
     containers = []
 
     def start(*service_classes):
@@ -23,6 +47,7 @@ def run_services(infrastructure):
     yield start
     for container in containers:
         container.stop()
+    delete_lastmile_queues(infrastructure["LASTMILE_AMQP_URI"])
 
 
 @pytest.fixture

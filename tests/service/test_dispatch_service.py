@@ -19,8 +19,10 @@ from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy.pool import NullPool
 
+from lastmile.consumer import event_exchange
 from lastmile.db import database_url
 from lastmile.errors import Conflict, Forbidden, InvalidInput
+from lastmile.events import make_event
 from services.dispatch.service import DispatchService
 from tests.service.conftest import ADMIN, actor
 from tests.support import publish_event, wait_for
@@ -48,7 +50,7 @@ class Harness:
         data = {
             "volunteer_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "name": name or "志愿者",
             "skills": list(skills), "site_id": site_id, "lat": LAT + km * KM, "lon": LON,
-            "availability": None, "status": status,
+            "availability": None, "status": status, "revision": 1,
         }
         event = publish_event(self.uri, "volunteers", "volunteer_registered", data)
         self.unsettled.append(event)
@@ -63,6 +65,7 @@ class Harness:
 
     def update_volunteer(self, volunteer, **changes):
         volunteer.update(changes)
+        volunteer["revision"] += 1
         self.settled(publish_event(self.uri, "volunteers", "volunteer_updated", dict(volunteer)))
         return volunteer
 
@@ -215,7 +218,7 @@ def test_declines_move_down_the_list_then_widen_level_by_level_until_unfilled(wo
                 (d1, "district")]
     for volunteer, level in expected:
         [offer] = world.offers_of(volunteer)
-        assert offer["level"] == level, (volunteer["name"], offer)
+        assert offer["level"] == level, offer
         declined = world.rpc.dispatch.decline_offer(world.as_volunteer(volunteer), offer["id"], {"reason": "没空"})
         assert declined["status"] == "declined" and declined["reason"] == "没空"
         with pytest.raises(Conflict):
@@ -439,6 +442,17 @@ def test_staff_reopen_an_unfilled_order_by_dispatching_it_to_a_volunteer_they_ch
 # ------------------------------------------------------------------ two replicas
 
 
+def publish_together(uri, source, events):
+    """Publish events back to back on one connection, so that copies of one event
+    reach the replicas at the same moment."""
+    exchange = event_exchange(source)
+    with Connection(uri) as conn:
+        producer = conn.Producer()
+        for event in events:
+            producer.publish(event, exchange=exchange, routing_key=event["type"], serializer="json",
+                             declare=[exchange], delivery_mode=2)
+
+
 def _consumers(uri, queue):
     with Connection(uri) as conn:
         return conn.channel().queue_declare(queue, passive=True).consumer_count
@@ -451,20 +465,22 @@ def test_two_replicas_open_one_order_per_need_and_expire_each_offer_once(
     assert _consumers(world.uri, "rpc-dispatch") == 2
     assert _consumers(world.uri, "evt-needs-need_approved--dispatch.on_need_approved") == 2
 
-    stations = [f"{site_tree['institute']}.r{n}" for n in range(12)]
+    # One district per need, so that each order runs out of volunteers after its station's two.
+    stations = [f"{site_tree['district']}r{n}.town.village" for n in range(12)]
     pairs = {}
     for station in stations:
         pairs[station] = [world.volunteer(station, km=km, settle=False) for km in (0.0, 1.0)]
     world.settle_volunteers()
 
     monkeypatch.setenv("LASTMILE_OFFER_MINUTES_NORMAL", "0.03")  # 1.8 s
-    events = [world.approve(station) for station in stations]
-    for event in events:  # every approval delivered twice, to whichever replica takes it
-        publish_event(world.uri, "needs", "need_approved", {}, event=event)
+    events = [make_event("needs", "need_approved", data, need_id=data["need_id"])
+              for data in (world.need_data(station) for station in stations)]
+    # Every approval delivered twice in a row, to whichever replicas take the copies.
+    publish_together(world.uri, "needs", [copy for event in events for copy in (event, event)])
 
     for event in events:
         world.tap.wait("order_unfilled", event["need_id"], timeout=20)
-    world.tap.drain(3.0)  # time for any duplicate to show
+    world.tap.drain(1.5)  # time for any duplicate to show
 
     for station, event in zip(stations, events):
         need_id = event["need_id"]
@@ -478,3 +494,16 @@ def test_two_replicas_open_one_order_per_need_and_expire_each_offer_once(
         order = world.order(need_id)
         assert order["status"] == "unfilled"
         assert [o["status"] for o in order["offers"]] == ["expired", "expired"]
+
+
+def test_a_late_older_profile_does_not_undo_a_newer_one(world):
+    tree = world.tree
+    volunteer = world.volunteer(tree["station"])
+    world.update_volunteer(volunteer, status="suspended")
+    stale = dict(volunteer, status="active", revision=1)
+    world.settled(publish_event(world.uri, "volunteers", "volunteer_updated", stale))
+
+    need_id = world.approve()["need_id"]
+    world.tap.wait("order_escalated", need_id)  # nobody left at the station
+    assert not [e for e in world.tap.of("offer_made", need_id)
+                if e["data"]["volunteer_id"] == volunteer["volunteer_id"]]

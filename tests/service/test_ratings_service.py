@@ -1,9 +1,12 @@
 """The ratings service on the real broker and database, driven by RPC and by the
 service_completed events volunteers would publish (群众评单)."""
 import uuid
+from contextlib import ExitStack
 
+import eventlet
 import pytest
 from kombu import Connection
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from lastmile.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.ratings.service import RatingsService
@@ -101,6 +104,45 @@ def test_owner_and_collector_rate_once_and_scores_follow(ratings, tap, site_tree
     assert ratings.list_ratings(owner, {"site_id": site_tree["other_institute"]})["total"] == 0
     tap.drain(0.3)
     assert tap.of("rating_flagged") == []
+
+
+def at_once(infrastructure, calls):
+    """Make each ``call(proxy)`` at the same moment, on RPC proxies of their own, and
+    return what each returned or raised. The service's connection pool is warmed
+    first so that no call waits for a new database connection."""
+    config = {"AMQP_URI": infrastructure["LASTMILE_AMQP_URI"], "serializer": "json"}
+
+    def attempt(call, proxy):
+        try:
+            return call(proxy)
+        except Exception as exc:
+            return exc
+
+    with ExitStack() as stack:
+        proxies = [stack.enter_context(ClusterRpcProxy(config, timeout=10)) for _ in calls]
+        list(eventlet.GreenPool().starmap(lambda proxy: proxy.ratings.health(), [(p,) for p in proxies]))
+        return list(eventlet.GreenPool().starmap(attempt, zip(calls, proxies)))
+
+
+def test_first_ratings_of_a_volunteer_submitted_at_once_all_count(ratings, site_tree, infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    for round_ in range(4):  # the race is one of timing: run it a few times
+        site_id, volunteer_id = f"{site_tree['institute']}.r{round_}", str(uuid.uuid4())
+        owners = [actor("resident") for _ in range(5)]
+        needs = [complete(uri, site_id, owner_id=o["id"], volunteer_id=volunteer_id)["need_id"] for o in owners]
+        for need_id in needs:
+            wait_rateable(ratings, need_id)
+
+        def rate(i):
+            return lambda proxy: proxy.ratings.submit_rating(owners[i], needs[i], {"stars": 1 + i})
+
+        results = at_once(infrastructure, [rate(i) for i in range(len(owners))])
+        assert all(isinstance(r, dict) for r in results), results
+        for subject_type, subject_id in (("volunteer", volunteer_id), ("site", site_id)):
+            score = ratings.score(subject_type, subject_id)
+            assert (score["count"], score["sum"], score["mean"]) == (5, 15.0, 3.0), subject_type
+            assert score["distribution"] == {str(s): 1 for s in range(1, 6)}
+            assert score["bayesian_mean"] == round((4.0 * 5 + 15) / 10, 3)
 
 
 def test_poor_rating_opens_a_follow_up_for_staff_of_the_branch(ratings, tap, site_tree, infrastructure):

@@ -3,10 +3,13 @@ events dispatch and needs would publish (志愿者接单: check-in, check-out, h
 import math
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import datetime
 
+import eventlet
 import pytest
 import sqlalchemy as sa
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from lastmile.db import database_url
 from lastmile.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -116,6 +119,38 @@ def test_create_volunteer_validates_refuses_duplicates_and_masks_the_phone(volun
         volunteers.get_volunteer(person, str(uuid.uuid4()))
 
 
+def at_once(infrastructure, calls):
+    """Make each ``call(proxy)`` at the same moment, on RPC proxies of their own, and
+    return what each returned or raised. The service's connection pool is warmed
+    first so that no call waits for a new database connection."""
+    config = {"AMQP_URI": infrastructure["LASTMILE_AMQP_URI"], "serializer": "json"}
+
+    def attempt(call, proxy):
+        try:
+            return call(proxy)
+        except Exception as exc:
+            return exc
+
+    with ExitStack() as stack:
+        proxies = [stack.enter_context(ClusterRpcProxy(config, timeout=10)) for _ in calls]
+        list(eventlet.GreenPool().starmap(lambda proxy: proxy.volunteers.health(), [(p,) for p in proxies]))
+        return list(eventlet.GreenPool().starmap(attempt, zip(calls, proxies)))
+
+
+def test_the_same_user_registering_at_once_gets_one_profile_and_conflicts(volunteers, tap, site_tree,
+                                                                         infrastructure):
+    for _ in range(5):  # the race is one of timing: run it a few times
+        person = actor("volunteer", site_tree["station"])
+        create = lambda proxy: proxy.volunteers.create_volunteer(person, volunteer_body(site_tree))  # noqa: E731
+        results = at_once(infrastructure, [create] * 8)
+        created = [r for r in results if isinstance(r, dict)]
+        assert len(created) == 1, results
+        assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict)), results
+        assert volunteers.my_volunteer(person)["id"] == created[0]["id"]
+    tap.drain(0.5)
+    assert len(tap.of("volunteer_registered")) == 5
+
+
 def test_assigned_volunteer_checks_in_and_out_and_is_credited_hours(volunteers, tap, assignments, site_tree,
                                                                    infrastructure):
     uri = infrastructure["LASTMILE_AMQP_URI"]
@@ -215,6 +250,20 @@ def test_cancelled_need_cannot_be_checked_into(volunteers, tap, assignments, sit
     assert tap.of("service_started", need_id) == []
 
 
+def test_a_cancellation_that_overtakes_the_assignment_still_closes_it(volunteers, assignments, site_tree,
+                                                                     infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    person, profile = register(volunteers, site_tree)
+    need_id = str(uuid.uuid4())
+    publish_event(uri, "needs", "need_cancelled", {"reason": "不需要了"}, need_id=need_id)
+    time.sleep(0.5)
+    assign(uri, profile, site_tree, need_id=need_id)
+    wait_for(lambda: assignments(need_id) == [(profile["id"], "cancelled")], timeout=10,
+             message="the late assignment to open cancelled")
+    with pytest.raises(Conflict):
+        volunteers.check_in(person, need_id, {"lat": NEED_LAT, "lon": NEED_LON})
+
+
 def test_check_in_outside_the_geofence_is_flagged_and_not_credited(volunteers, tap, assignments, site_tree,
                                                                    infrastructure):
     uri = infrastructure["LASTMILE_AMQP_URI"]
@@ -231,6 +280,8 @@ def test_check_in_outside_the_geofence_is_flagged_and_not_credited(volunteers, t
 
     completed = tap.wait("service_completed", need_id)[0]
     assert completed["data"]["flagged"] is True
+    # Nothing is credited yet: the hours wait for staff, and the event says so.
+    assert completed["data"]["hours"] == 0 and completed["data"]["pending_hours"] == record["hours"] > 0
     tap.drain(0.5)
     assert tap.of("hours_credited", need_id) == []
     hours = volunteers.get_hours(person, profile["id"])

@@ -2,7 +2,6 @@
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
-Created: ${create_date}
 """
 from alembic import op
 import sqlalchemy as sa
