@@ -16,6 +16,7 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import uuid  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -30,7 +31,25 @@ def _rabbitmqctl(*args):
 
 @pytest.fixture(scope="session")
 def infrastructure(tmp_path_factory):
-    """Environment of an isolated Lastmile on the real broker and database."""
+    """Environment of an isolated Lastmile on the real broker and database, for
+    service tests (set in this process's environment while they run)."""
+    with isolated_environment(tmp_path_factory) as env:
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@contextmanager
+def isolated_environment(tmp_path_factory):
+    """A RabbitMQ virtual host and a database prefix of their own, removed afterwards,
+    so that no other test's consumers or data are seen."""
     run_id = uuid.uuid4().hex[:8]
     vhost = f"lmtest-{run_id}"
     have_ctl = shutil.which("rabbitmqctl") is not None
@@ -48,16 +67,9 @@ def infrastructure(tmp_path_factory):
         "LASTMILE_DATA_DIR": str(tmp_path_factory.mktemp("lastmile-data")),
         "LASTMILE_EVENT_RETRY_DELAYS": "1,1,2",
     }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
         yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         _drop_databases(env["LASTMILE_DATABASE_PREFIX"])
         if have_ctl:
             _rabbitmqctl("delete_vhost", vhost)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import isolated_environment
 from tests.support import EventTap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,11 +54,19 @@ class Client:
         return Client(self.base, response.json()["access_token"])
 
 
-@pytest.fixture(scope="session")
-def stack(infrastructure, tmp_path_factory):
+@pytest.fixture(scope="package")
+def stack_environment(tmp_path_factory):
+    # Its own virtual host and databases: service tests running later in the same
+    # session must not share queues with the stack's consumers.
+    with isolated_environment(tmp_path_factory) as env:
+        yield env
+
+
+@pytest.fixture(scope="package")
+def stack(stack_environment):
     port = free_port()
     env = dict(os.environ)
-    env.update(infrastructure)
+    env.update(stack_environment)
     env.update({
         "LASTMILE_PORT": str(port),
         "LASTMILE_ADMIN_PHONE": ADMIN_PHONE,
@@ -91,12 +100,12 @@ def stack(infrastructure, tmp_path_factory):
             process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def anonymous(stack):
     return Client(stack["api"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin(anonymous):
     return anonymous.login(ADMIN_PHONE, ADMIN_PASSWORD)
 
