@@ -155,6 +155,22 @@ class GatewayService:
     def create_project(self, request, actor):
         return self.rpc("needs", "create_project", actor.to_dict(), read_json(request))
 
+    @route("PATCH", API + "/projects/<project_id>", roles=STAFF)
+    def update_project(self, request, actor, project_id):
+        return self.rpc("needs", "update_project", actor.to_dict(), project_id, read_json(request))
+
+    @route("GET", API + "/sites/<site_id>/beneficiaries", roles=("collector", "staff", "admin"))
+    def site_beneficiaries(self, request, actor, site_id):
+        return self.rpc("needs", "beneficiaries", actor.to_dict(), site_id)
+
+    @route("PUT", API + "/sites/<site_id>/beneficiaries", roles=("collector", "staff", "admin"))
+    def set_beneficiary_count(self, request, actor, site_id):
+        return self.rpc("needs", "set_beneficiary_count", actor.to_dict(), site_id, read_json(request))
+
+    @route("POST", API + "/sites/<site_id>/beneficiaries/entries", roles=("collector", "staff", "admin"), status=201)
+    def add_beneficiary_entry(self, request, actor, site_id):
+        return self.rpc("needs", "add_beneficiary_entry", actor.to_dict(), site_id, read_json(request))
+
     # ---- needs (点单) -------------------------------------------------------------------
 
     @route("POST", API + "/needs", roles=("resident", "collector", "staff", "admin"))

@@ -67,6 +67,13 @@ def mask_phone(phone):
     return phone[:3] + "****" + phone[-4:]
 
 
+def mask_id_number(number):
+    """A resident identity number as 460***********12: region and birth date hidden."""
+    if not number:
+        return number
+    return number[:3] + "*" * max(len(number) - 5, 4) + number[-2:]
+
+
 def mask_text(text):
     if not text:
         return text

@@ -128,6 +128,13 @@ def sees_contact(actor, need):
     return need.get("assignee_user_id") == actor.id and need["status"] in (ASSIGNED, IN_SERVICE)
 
 
+def may_record_beneficiaries(actor, site_id):
+    """Collectors record for the stations of their site; staff for those they govern."""
+    if actor.governs(site_id):
+        return True
+    return actor.role == "collector" and sites.is_inside(site_id, actor.site_id)
+
+
 def may_cancel(actor, need):
     if actor.is_admin or actor.governs(need["site_id"]):
         return True

@@ -83,4 +83,31 @@ class NeedHistory(Base):
     note: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
 
 
+class BeneficiaryCount(Base):
+    """弱势群体底数: how many residents of a group a station's collectors and staff know of."""
+
+    __tablename__ = "beneficiary_counts"
+    site_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    group: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(sa.Integer)
+    updated_by: Mapped[str] = mapped_column(sa.String(36))
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class BeneficiaryEntry(Base):
+    """A named resident of a group; phone and ID number leave the service masked
+    except to staff."""
+
+    __tablename__ = "beneficiary_entries"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    group: Mapped[str] = mapped_column(sa.String(32))
+    name: Mapped[str] = mapped_column(sa.String(64))
+    phone: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    id_number: Mapped[str | None] = mapped_column(sa.String(18), nullable=True)
+    note: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    recorded_by: Mapped[str] = mapped_column(sa.String(36))
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+
 MESSAGING = messaging_tables(Base.metadata)

@@ -81,6 +81,30 @@ class ProjectCreateSchema(StrictSchema):
     active = fields.Boolean(load_default=True)
 
 
+class ProjectUpdateSchema(StrictSchema):
+    name = fields.String(validate=validate.Length(min=2, max=80))
+    category = category_field()
+    description = fields.String(validate=validate.Length(max=2000))
+    team_name = fields.String(allow_none=True, validate=validate.Length(max=80))
+    active = fields.Boolean()
+
+
+class BeneficiaryCountSchema(StrictSchema):
+    group = fields.String(required=True, validate=validate.OneOf(domain.BENEFICIARY_GROUPS))
+    count = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=1000000))
+
+
+class BeneficiaryEntrySchema(StrictSchema):
+    group = fields.String(required=True, validate=validate.OneOf(domain.BENEFICIARY_GROUPS))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    phone = phone_field(load_default=None, allow_none=True)
+    id_number = fields.String(
+        load_default=None, allow_none=True,
+        validate=validate.Regexp(r"^[0-9]{17}[0-9Xx]\Z", error="Must be an 18-character resident identity number."),
+    )
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
 class ProjectQuerySchema(QuerySchema):
     site_id = site_id_field(load_default=None)
     category = category_field(load_default=None)

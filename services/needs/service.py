@@ -13,9 +13,11 @@ from lastmile.db import new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from lastmile.events import isoformat
 from lastmile.store import Store
-from lastmile.validation import load, mask_phone, mask_text
+from lastmile.validation import load, mask_id_number, mask_phone, mask_text
 from services.needs import domain, schemas
-from services.needs.models import MESSAGING, Base, Category, Need, NeedHistory, Project, Site
+from services.needs.models import (
+    MESSAGING, Base, BeneficiaryCount, BeneficiaryEntry, Category, Need, NeedHistory, Project, Site,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -106,6 +108,18 @@ def project_view(project):
         "description": project.description, "team_name": project.team_name,
         "site_id": project.site_id, "active": project.active, "created_at": _iso(project.created_at),
     }
+
+
+def beneficiary_entry_view(entry, actor):
+    view = {
+        "id": entry.id, "site_id": entry.site_id, "group": entry.group, "name": entry.name,
+        "phone": entry.phone, "id_number": entry.id_number, "note": entry.note,
+        "created_at": _iso(entry.created_at),
+    }
+    if not actor.governs(entry.site_id):
+        view["phone"] = mask_phone(entry.phone)
+        view["id_number"] = mask_id_number(entry.id_number)
+    return view
 
 
 def fingerprint(data):
@@ -212,6 +226,59 @@ class NeedsService:
             session.add(project)
             session.flush()
             return project_view(project)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_project(self, actor, project_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.ProjectUpdateSchema(), data)
+        with self.db.session() as session:
+            project = session.get(Project, project_id) if isinstance(project_id, str) else None
+            if project is None:
+                raise NotFound(f"No project {project_id}")
+            actor.require_governs(project.site_id, "changes to this project")
+            if "category" in data:
+                self._require_category(session, data["category"])
+            for key, value in data.items():
+                setattr(project, key, value)
+            return project_view(project)
+
+    # ---- beneficiary registry (弱势群体底数) --------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_beneficiary_count(self, actor, site_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.BeneficiaryCountSchema(), data)
+        with self.db.session() as session:
+            self._recording_station(session, actor, site_id)
+            row = session.get(BeneficiaryCount, (site_id, data["group"]), with_for_update=True)
+            if row is None:
+                row = BeneficiaryCount(site_id=site_id, group=data["group"])
+                session.add(row)
+            row.count, row.updated_by, row.updated_at = data["count"], actor.id, utcnow()
+            session.flush()
+            return self._beneficiaries(session, actor, site_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def add_beneficiary_entry(self, actor, site_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.BeneficiaryEntrySchema(), data)
+        with self.db.session() as session:
+            self._recording_station(session, actor, site_id)
+            entry = BeneficiaryEntry(id=new_id(), site_id=site_id, recorded_by=actor.id, created_at=utcnow(), **data)
+            session.add(entry)
+            session.flush()
+            return beneficiary_entry_view(entry, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def beneficiaries(self, actor, site_id):
+        """Counts for a site and everything inside it, by group and by station."""
+        actor = Actor.from_dict(actor)
+        with self.db.session() as session:
+            if session.get(Site, site_id) is None:
+                raise NotFound(f"No site {site_id}")
+            if not domain.may_record_beneficiaries(actor, site_id):
+                raise Forbidden("Only collectors and staff of this site or above see its beneficiaries")
+            return self._beneficiaries(session, actor, site_id)
 
     # ---- needs ----------------------------------------------------------------
 
@@ -440,6 +507,35 @@ class NeedsService:
         if need is None or not domain.may_see(actor, _rules_view(need)):
             raise NotFound(f"No need {need_id}")
         return need
+
+    def _recording_station(self, session, actor, site_id):
+        site = session.get(Site, site_id) if isinstance(site_id, str) else None
+        if site is None:
+            raise NotFound(f"No site {site_id}")
+        if not domain.may_record_beneficiaries(actor, site_id):
+            raise Forbidden("Only collectors and staff of this site or above record its beneficiaries")
+        if site.level != "station":
+            raise InvalidInput("Beneficiaries are recorded per station", {"site_id": ["Must be a station."]})
+        return site
+
+    def _beneficiaries(self, session, actor, site_id):
+        inside = sa.or_(BeneficiaryCount.site_id == site_id, BeneficiaryCount.site_id.startswith(site_id + "."))
+        by_group, by_site = {group: 0 for group in domain.BENEFICIARY_GROUPS}, {}
+        for row in session.scalars(sa.select(BeneficiaryCount).where(inside).order_by(BeneficiaryCount.site_id)):
+            by_group[row.group] += row.count
+            by_site.setdefault(row.site_id, {})[row.group] = row.count
+        entries = session.scalars(
+            sa.select(BeneficiaryEntry)
+            .where(sa.or_(BeneficiaryEntry.site_id == site_id, BeneficiaryEntry.site_id.startswith(site_id + ".")))
+            .order_by(BeneficiaryEntry.site_id, BeneficiaryEntry.created_at)
+        ).all()
+        return {
+            "site_id": site_id,
+            "total": sum(by_group.values()),
+            "by_group": by_group,
+            "by_site": [{"site_id": s, "by_group": groups, "total": sum(groups.values())} for s, groups in by_site.items()],
+            "entries": [beneficiary_entry_view(entry, actor) for entry in entries],
+        }
 
     def _history(self, session, need_id):
         return session.scalars(

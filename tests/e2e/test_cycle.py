@@ -190,3 +190,18 @@ def test_demo_data_is_there(anonymous):
     categories = {c["code"] for c in anonymous.get("/categories").json()["items"]}
     assert categories == {"theory", "education", "culture", "science", "health", "fitness"}
     assert anonymous.login("13800000003", "lastmile123").token
+
+
+def test_collectors_keep_the_beneficiary_registry(anonymous, admin):
+    collector = anonymous.login("13800000004", "lastmile123")  # demo collector of 红旗镇
+    counted = collector.request("PUT", "/sites/qiongshan.hongqi.daochong/beneficiaries",
+                                json={"group": "left_behind_child", "count": 21})
+    assert counted.status_code == 200, counted.text
+    added = collector.post("/sites/qiongshan.hongqi.daochong/beneficiaries/entries",
+                           json={"group": "left_behind_child", "name": "小明", "phone": "13700004321"})
+    assert added.status_code == 201 and added.json()["phone"] == "137****4321"
+    summary = admin.get("/sites/qiongshan.hongqi/beneficiaries").json()
+    assert summary["by_group"]["left_behind_child"] >= 21
+    assert "13700004321" in {e["phone"] for e in summary["entries"]}
+    resident, _ = register(anonymous, "resident", "好奇的居民")
+    assert resident.get("/sites/qiongshan.hongqi/beneficiaries").status_code == 403
