@@ -21,6 +21,7 @@ VARIABLES = {
     "LASTMILE_GATEWAY_WORKERS": ("100", "concurrent requests per gateway process"),
     "LASTMILE_OFFER_MINUTES_NORMAL": ("30", "deadline of an offer for a normal need"),
     "LASTMILE_OFFER_MINUTES_URGENT": ("10", "deadline of an offer for an urgent need"),
+    "LASTMILE_DISPATCH_STRATEGIES": ("", "JSON overriding strategy, size and deadline per category and urgency"),
     "LASTMILE_BROADCAST_SIZE": ("3", "offers made at once for an urgent need"),
     "LASTMILE_OFFERS_PER_LEVEL": ("3", "offers at one escalation level before widening"),
     "LASTMILE_MAX_ACTIVE_ASSIGNMENTS": ("2", "assignments a volunteer may hold at once"),

@@ -1,5 +1,6 @@
 """政府派单 as pure rules: who may be offered an order, in what order, and when the
 search widens. No database, no broker: unit-tested on plain values."""
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,12 +48,39 @@ class Policy:
     rating_prior_mean: float = 4.0
     rating_prior_weight: float = 5.0
     weights: Weights = field(default_factory=Weights)
+    # {category: {urgency: {"strategy": "broadcast"|"sequential", "size": K, "minutes": M}}}
+    overrides: dict = field(default_factory=dict)
 
-    def strategy(self, urgency):
-        """(strategy, offers at once, deadline) for a need's urgency."""
+    def strategy(self, urgency, category=None):
+        """(strategy, offers at once, deadline) for a need's urgency and category."""
         if urgency == "urgent":
-            return "broadcast", self.broadcast_size, timedelta(minutes=self.urgent_minutes)
-        return "sequential", 1, timedelta(minutes=self.normal_minutes)
+            chosen = ("broadcast", self.broadcast_size, self.urgent_minutes)
+        else:
+            chosen = ("sequential", 1, self.normal_minutes)
+        override = self.overrides.get(category, {}).get(urgency)
+        if override:
+            name = override.get("strategy", chosen[0])
+            size = 1 if name == "sequential" else int(override.get("size", self.broadcast_size))
+            chosen = (name, size, float(override.get("minutes", chosen[2])))
+        return chosen[0], chosen[1], timedelta(minutes=chosen[2])
+
+
+def parse_overrides(raw):
+    """``LASTMILE_DISPATCH_STRATEGIES``: JSON such as
+    ``{"health": {"normal": {"strategy": "broadcast", "size": 2, "minutes": 15}}}``."""
+    if not raw:
+        return {}
+    try:
+        overrides = json.loads(raw)
+        for category, by_urgency in overrides.items():
+            for urgency, rule in by_urgency.items():
+                if urgency not in ("normal", "urgent") or rule.get("strategy", "sequential") not in (
+                        "sequential", "broadcast") or float(rule.get("minutes", 1)) <= 0 or int(
+                        rule.get("size", 1)) < 1:
+                    raise ValueError(f"{category}.{urgency}")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"LASTMILE_DISPATCH_STRATEGIES is not valid: {exc}")
+    return overrides
 
 
 @dataclass

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from marshmallow import fields, validate
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
 
@@ -28,7 +29,22 @@ def policy_from_config():
         broadcast_size=config.get_int("LASTMILE_BROADCAST_SIZE"),
         normal_minutes=config.get_float("LASTMILE_OFFER_MINUTES_NORMAL"),
         urgent_minutes=config.get_float("LASTMILE_OFFER_MINUTES_URGENT"),
+        overrides=domain.parse_overrides(config.get("LASTMILE_DISPATCH_STRATEGIES")),
     )
+
+
+class DispatchPolicy(DependencyProvider):
+    """The dispatch policy from configuration: checked when the service starts, so
+    a bad setting stops it at once; read again for each worker."""
+
+    def setup(self):
+        try:
+            policy_from_config()
+        except ValueError as exc:
+            raise SystemExit(str(exc))
+
+    def get_dependency(self, worker_ctx):
+        return policy_from_config()
 
 
 class OfferQuerySchema(QuerySchema):
@@ -120,6 +136,7 @@ class DispatchService:
     name = "dispatch"
 
     db = Store(Base.metadata, MIGRATIONS, MESSAGING)
+    policy = DispatchPolicy()
 
     @rpc
     def health(self):
@@ -247,9 +264,9 @@ class DispatchService:
             self._withdraw_pending(session, order, "dispatched by staff")
             order.status = domain.DISPATCHING
             order.updated_at = now
-            _, _, deadline = policy_from_config().strategy(order.urgency)
+            _, _, deadline = self.policy.strategy(order.urgency, order.category)
             facts = candidate_facts(candidate, self._skills(session, [candidate.volunteer_id]).get(candidate.volunteer_id, ()))
-            total, parts = domain.score(facts, need_facts(order), policy_from_config())
+            total, parts = domain.score(facts, need_facts(order), self.policy)
             offer = self._make_offer(session, order, candidate, total, parts, now + deadline, manual=True)
             return offer_view(offer, order)
 
@@ -292,7 +309,7 @@ class DispatchService:
                 return
             if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
                 return  # cancelled before we heard of the approval
-            strategy, _, _ = policy_from_config().strategy(data["urgency"])
+            strategy, _, _ = self.policy.strategy(data["urgency"], data["category"])
             order = Order(
                 id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
                 category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
@@ -379,8 +396,8 @@ class DispatchService:
         )
         if pending:
             return
-        policy = policy_from_config()
-        _, at_once, deadline = policy.strategy(order.urgency)
+        policy = self.policy
+        _, at_once, deadline = policy.strategy(order.urgency, order.category)
         while True:
             room = policy.offers_per_level - order.offers_at_level
             ranked = self._ranked_candidates(session, order, policy) if room > 0 else []

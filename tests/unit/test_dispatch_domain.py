@@ -266,3 +266,24 @@ def test_a_pending_offer_past_its_deadline_is_expired(late):
     with pytest.raises(Conflict) as caught:
         domain.check_offer_open("pending", NOW - late, NOW)
     assert caught.value.details["status"] == "expired"
+
+
+def test_a_category_can_override_the_strategy_of_an_urgency():
+    from services.dispatch.domain import parse_overrides
+
+    policy = Policy(overrides=parse_overrides(
+        '{"health": {"normal": {"strategy": "broadcast", "size": 2, "minutes": 15}},'
+        ' "culture": {"urgent": {"strategy": "sequential", "minutes": 20}}}'))
+    assert policy.strategy("normal", "health") == ("broadcast", 2, timedelta(minutes=15))
+    assert policy.strategy("urgent", "culture") == ("sequential", 1, timedelta(minutes=20))
+    assert policy.strategy("normal", "culture") == ("sequential", 1, timedelta(minutes=30))
+    assert policy.strategy("urgent", "health") == ("broadcast", 3, timedelta(minutes=10))
+
+
+@pytest.mark.parametrize("raw", ['{"health": {"sometimes": {}}}', '{"health": {"normal": {"strategy": "lottery"}}}',
+                                 '{"health": {"normal": {"minutes": 0}}}', "not json", '["health"]'])
+def test_bad_strategy_overrides_are_refused(raw):
+    from services.dispatch.domain import parse_overrides
+
+    with pytest.raises(ValueError):
+        parse_overrides(raw)
