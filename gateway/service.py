@@ -241,6 +241,27 @@ class GatewayService:
     def update_volunteer(self, request, actor, volunteer_id):
         return self.rpc("volunteers", "update_volunteer", actor.to_dict(), volunteer_id, read_json(request))
 
+    @route("POST", API + "/teams", roles=("volunteer", "staff", "admin"), status=201)
+    def create_team(self, request, actor):
+        return self.rpc("volunteers", "create_team", actor.to_dict(), read_json(request))
+
+    @route("GET", API + "/teams")
+    def list_teams(self, request, actor):
+        return self.rpc("volunteers", "list_teams", actor.to_dict(), query_of(request))
+
+    @route("GET", API + "/teams/<team_id>")
+    def get_team(self, request, actor, team_id):
+        return self.rpc("volunteers", "get_team", actor.to_dict(), team_id)
+
+    @route("POST", API + "/teams/<team_id>/members", roles=("volunteer", "staff", "admin"), status=201)
+    def add_team_member(self, request, actor, team_id):
+        return self.rpc("volunteers", "add_team_member", actor.to_dict(), team_id, read_json(request))
+
+    @route("GET", API + "/teams/<team_id>/score")
+    def team_score(self, request, actor, team_id):
+        self.rpc("volunteers", "get_team", actor.to_dict(), team_id)  # 404 for an unknown team
+        return self.rpc("ratings", "score", "team", team_id)
+
     @route("POST", API + "/needs/<need_id>/check-in", roles=("volunteer",))
     def check_in(self, request, actor, need_id):
         return self.rpc("volunteers", "check_in", actor.to_dict(), need_id, read_json(request, required=False))

@@ -40,6 +40,20 @@ class CandidateSkill(Base):
     category: Mapped[str] = mapped_column(sa.String(32), primary_key=True, index=True)
 
 
+class TeamCandidate(Base):
+    """Dispatch's projection of the teams: a team's offers go to its leader."""
+
+    __tablename__ = "team_candidates"
+    team_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    leader_volunteer_id: Mapped[str] = mapped_column(sa.String(36))
+    leader_user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    member_ids = mapped_column(sa.JSON, nullable=False)
+    revision: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
 class Order(Base):
     __tablename__ = "orders"
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -54,6 +68,9 @@ class Order(Base):
     offers_at_level: Mapped[int] = mapped_column(sa.Integer, default=0)
     volunteer_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    # Set when the first check-in is heard of: from then on the need cannot be reassigned.
+    started_at = mapped_column(UTCDateTime, nullable=True)
     approved_at = mapped_column(UTCDateTime, nullable=True)
     assigned_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, nullable=False)
@@ -69,6 +86,7 @@ class Offer(Base):
     user_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
     status: Mapped[str] = mapped_column(sa.String(16))
     level: Mapped[str] = mapped_column(sa.String(16))
+    team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     manual: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     score_parts = mapped_column(sa.JSON, nullable=True)

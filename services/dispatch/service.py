@@ -3,7 +3,7 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
@@ -17,7 +17,7 @@ from lastmile.events import isoformat
 from lastmile.store import Store
 from lastmile.validation import QuerySchema, StrictSchema, load
 from services.dispatch import domain
-from services.dispatch.models import MESSAGING, Base, Candidate, CandidateSkill, Offer, Order
+from services.dispatch.models import MESSAGING, Base, Candidate, CandidateSkill, Offer, Order, TeamCandidate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -58,8 +58,14 @@ class DeclineSchema(StrictSchema):
 
 
 class ManualDispatchSchema(StrictSchema):
-    volunteer_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    volunteer_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36))
+    team_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36))
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+    @validates_schema
+    def _one_target(self, data, **_):
+        if bool(data.get("volunteer_id")) == bool(data.get("team_id")):
+            raise ValidationError("Give exactly one of volunteer_id and team_id.", "volunteer_id")
 
 
 def _iso(value):
@@ -76,6 +82,7 @@ def offer_view(offer, order=None, with_score=True):
         "need_id": offer.need_id,
         "order_id": offer.order_id,
         "volunteer_id": offer.volunteer_id,
+        "team_id": offer.team_id,
         "status": offer.status,
         "level": offer.level,
         "manual": offer.manual,
@@ -107,7 +114,9 @@ def order_view(order, offers, with_scores):
         "level": order.level,
         "level_site_id": domain.level_site(order.site_id, order.level),
         "volunteer_id": order.volunteer_id,
+        "team_id": order.team_id,
         "assigned_at": _iso(order.assigned_at),
+        "started_at": _iso(order.started_at),
         "created_at": _iso(order.created_at),
         "offers": [offer_view(o, with_score=with_scores) for o in offers],
     }
@@ -175,7 +184,7 @@ class DispatchService:
             won = session.execute(
                 sa.update(Order).where(Order.id == order.id, Order.status == domain.DISPATCHING)
                 .values(status=domain.ASSIGNED, volunteer_id=offer.volunteer_id, user_id=offer.user_id,
-                        assigned_at=now, updated_at=now)
+                        team_id=offer.team_id, assigned_at=now, updated_at=now)
             ).rowcount
             taken = session.execute(
                 sa.update(Offer).where(Offer.id == offer.id, Offer.status == domain.PENDING)
@@ -234,8 +243,9 @@ class DispatchService:
 
     @rpc(expected_exceptions=EXPECTED)
     def dispatch_manually(self, actor, need_id, data):
-        """Staff offer a need to a volunteer of their choosing: a dispatching or
-        unfilled need gets a new offer; an assigned one is reassigned."""
+        """Staff offer a need to a volunteer or a team of their choosing: a
+        dispatching or unfilled need gets a new offer; an assigned one is
+        reassigned (until service starts). A team's offer goes to its leader."""
         actor = Actor.from_dict(actor)
         data = load(ManualDispatchSchema(), data)
         now = utcnow()
@@ -244,21 +254,33 @@ class DispatchService:
             if order is None:
                 raise NotFound(f"No order for need {need_id}")
             actor.require_governs(order.site_id, "dispatch of this need")
-            candidate = session.get(Candidate, data["volunteer_id"])
+            team = None
+            if data["team_id"]:
+                team = session.get(TeamCandidate, data["team_id"])
+                if team is None:
+                    raise InvalidInput("Unknown team", {"team_id": ["Unknown team."]})
+                candidate = session.get(Candidate, team.leader_volunteer_id)
+            else:
+                candidate = session.get(Candidate, data["volunteer_id"])
             if candidate is None or not candidate.active:
-                raise InvalidInput("Unknown or inactive volunteer", {"volunteer_id": ["Unknown or inactive volunteer."]})
+                field = "team_id" if team else "volunteer_id"
+                raise InvalidInput("Unknown or inactive volunteer", {field: ["Unknown, or led by an inactive volunteer."]})
             if order.status in (domain.CANCELLED, domain.COMPLETED):
                 raise Conflict(f"This need is {order.status}", {"order_status": order.status})
-            if order.volunteer_id == candidate.volunteer_id:
-                raise Conflict("That volunteer is already assigned", {"volunteer_id": candidate.volunteer_id})
+            if order.started_at is not None:
+                raise Conflict("Service has started; it can no longer be reassigned", {"order_status": "in_service"})
+            if order.status == domain.ASSIGNED and (order.volunteer_id, order.team_id) == (
+                    candidate.volunteer_id, team.team_id if team else None):
+                raise Conflict("Already assigned there", {"volunteer_id": candidate.volunteer_id})
             if order.status == domain.ASSIGNED:
                 previous = session.get(Candidate, order.volunteer_id)
                 if previous is not None:
                     previous.active_assignments = max(0, previous.active_assignments - 1)
                 self.db.emit(session, "order_reassigned",
                              {"previous_volunteer_id": order.volunteer_id, "previous_user_id": order.user_id,
-                              "by": actor.id, "note": data["note"]}, need_id=order.need_id)
-                order.volunteer_id = order.user_id = order.assigned_at = None
+                              "previous_team_id": order.team_id, "by": actor.id, "note": data["note"]},
+                             need_id=order.need_id)
+                order.volunteer_id = order.user_id = order.assigned_at = order.team_id = None
             elif order.status == domain.UNFILLED:
                 self.db.emit(session, "order_reopened", {"by": actor.id, "note": data["note"]}, need_id=order.need_id)
             self._withdraw_pending(session, order, "dispatched by staff")
@@ -267,7 +289,8 @@ class DispatchService:
             _, _, deadline = self.policy.strategy(order.urgency, order.category)
             facts = candidate_facts(candidate, self._skills(session, [candidate.volunteer_id]).get(candidate.volunteer_id, ()))
             total, parts = domain.score(facts, need_facts(order), self.policy)
-            offer = self._make_offer(session, order, candidate, total, parts, now + deadline, manual=True)
+            offer = self._make_offer(session, order, candidate, total, parts, now + deadline, manual=True,
+                                     team_id=team.team_id if team else None)
             return offer_view(offer, order)
 
     # ---- deadlines -----------------------------------------------------------------
@@ -370,6 +393,38 @@ class DispatchService:
                 order.status = domain.COMPLETED
                 order.updated_at = utcnow()
 
+    @event_handler("volunteers", "service_started")
+    def on_service_started(self, event):
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.service_started"):
+                return
+            order = self._lock_order(session, need_id=event["need_id"])
+            if order is not None and order.started_at is None:
+                order.started_at = utcnow()
+
+    @event_handler("volunteers", "team_registered")
+    def on_team_registered(self, event):
+        self._project_team(event, "dispatch.team_registered")
+
+    @event_handler("volunteers", "team_updated")
+    def on_team_updated(self, event):
+        self._project_team(event, "dispatch.team_updated")
+
+    def _project_team(self, event, consumer):
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, consumer):
+                return
+            team = session.get(TeamCandidate, data["team_id"], with_for_update=True)
+            if team is None:
+                team = TeamCandidate(team_id=data["team_id"], revision=0)
+                session.add(team)
+            elif data["revision"] <= team.revision:
+                return  # an older state arriving late
+            team.name, team.site_id, team.revision = data["name"], data["site_id"], data["revision"]
+            team.leader_volunteer_id, team.leader_user_id = data["leader_volunteer_id"], data["leader_user_id"]
+            team.member_ids, team.updated_at = data["member_ids"], utcnow()
+
     @event_handler("ratings", "score_updated")
     def on_score_updated(self, event):
         data = event["data"]
@@ -440,11 +495,11 @@ class DispatchService:
                 eligible.append(facts)
         return [(session.get(Candidate, c.volunteer_id), total, parts) for c, total, parts in domain.rank(eligible, need, policy)]
 
-    def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False):
+    def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False, team_id=None):
         offer = Offer(
             id=new_id(), order_id=order.id, need_id=order.need_id, volunteer_id=candidate.volunteer_id,
             user_id=candidate.user_id, status=domain.PENDING, level=order.level, manual=manual, score=total,
-            score_parts=parts, deadline=deadline, created_at=utcnow(),
+            score_parts=parts, deadline=deadline, created_at=utcnow(), team_id=team_id,
         )
         session.add(offer)
         order.offers_at_level += 0 if manual else 1
@@ -519,6 +574,7 @@ class DispatchService:
             "user_id": offer.user_id, "status": offer.status, "level": offer.level,
             "deadline": _iso(offer.deadline), "score": offer.score, "manual": offer.manual,
             "reason": offer.reason, "site_id": order.site_id, "category": order.category,
+            "team_id": offer.team_id,
         }
 
     def _assignment_data(self, order, offer, candidate):
@@ -528,6 +584,6 @@ class DispatchService:
         return {
             "order_id": order.id, "offer_id": offer.id, "volunteer_id": offer.volunteer_id,
             "user_id": offer.user_id, "volunteer_name": candidate.name if candidate else None,
-            "minutes_to_accept": minutes, "need": order.need,
+            "team_id": offer.team_id, "minutes_to_accept": minutes, "need": order.need,
         }
 

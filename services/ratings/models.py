@@ -15,6 +15,7 @@ class CompletedService(Base):
     __tablename__ = "completed_services"
     need_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     volunteer_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     collector_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     site_id: Mapped[str] = mapped_column(sa.String(128))
@@ -27,6 +28,7 @@ class Rating(Base):
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     need_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
     volunteer_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
     site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
     category: Mapped[str] = mapped_column(sa.String(32))
     stars: Mapped[int] = mapped_column(sa.Integer)

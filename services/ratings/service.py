@@ -28,6 +28,7 @@ class RatingSchema(StrictSchema):
 
 class RatingQuerySchema(QuerySchema):
     volunteer_id = fields.String(load_default=None, validate=validate.Length(max=36))
+    team_id = fields.String(load_default=None, validate=validate.Length(max=36))
     site_id = site_id_field(load_default=None)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
     page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
@@ -49,7 +50,8 @@ def _iso(value):
 
 def rating_view(rating):
     return {
-        "id": rating.id, "need_id": rating.need_id, "volunteer_id": rating.volunteer_id, "site_id": rating.site_id,
+        "id": rating.id, "need_id": rating.need_id, "volunteer_id": rating.volunteer_id, "team_id": rating.team_id,
+        "site_id": rating.site_id,
         "category": rating.category, "stars": rating.stars, "tags": rating.tags, "comment": rating.comment,
         "created_at": _iso(rating.created_at),
     }
@@ -94,14 +96,18 @@ class RatingsService:
             already = session.scalars(sa.select(Rating.id).where(Rating.need_id == need_id)).first() is not None
             domain.check_may_rate(actor.id, service.owner_id, service.collector_id, service.completed_at, now, already)
             rating = Rating(
-                id=new_id(), need_id=need_id, volunteer_id=service.volunteer_id, site_id=service.site_id,
+                id=new_id(), need_id=need_id, volunteer_id=service.volunteer_id, team_id=service.team_id,
+                site_id=service.site_id,
                 category=service.category, stars=data["stars"], tags=sorted(set(data["tags"])),
                 comment=data["comment"], by=actor.id, created_at=now,
             )
             session.add(rating)
             session.flush()
             self.db.emit(session, "rating_submitted", rating_view(rating), need_id=need_id)
-            for subject_type, subject_id in (("volunteer", rating.volunteer_id), ("site", rating.site_id)):
+            subjects = [("volunteer", rating.volunteer_id), ("site", rating.site_id)]
+            if rating.team_id:
+                subjects.append(("team", rating.team_id))
+            for subject_type, subject_id in subjects:
                 summary = self._add_to_score(session, subject_type, subject_id, rating.stars)
                 self.db.emit(session, "score_updated",
                              {"subject_type": subject_type, "subject_id": subject_id, **summary}, need_id=need_id)
@@ -131,6 +137,8 @@ class RatingsService:
         stmt = sa.select(Rating)
         if query["volunteer_id"]:
             stmt = stmt.where(Rating.volunteer_id == query["volunteer_id"])
+        if query["team_id"]:
+            stmt = stmt.where(Rating.team_id == query["team_id"])
         if query["site_id"]:
             stmt = stmt.where(sa.or_(Rating.site_id == query["site_id"], Rating.site_id.startswith(query["site_id"] + ".")))
         with self.db.session() as session:
@@ -176,7 +184,8 @@ class RatingsService:
             if session.get(CompletedService, event["need_id"]) is not None:
                 return
             session.add(CompletedService(
-                need_id=event["need_id"], volunteer_id=data["volunteer_id"], owner_id=data.get("owner_id"),
+                need_id=event["need_id"], volunteer_id=data["volunteer_id"], team_id=data.get("team_id"),
+                owner_id=data.get("owner_id"),
                 collector_id=data.get("collector_id"), site_id=data["site_id"], category=data["category"],
                 completed_at=utcnow(),
             ))

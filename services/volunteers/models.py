@@ -29,6 +29,26 @@ class Volunteer(Base):
     updated_at = mapped_column(UTCDateTime, nullable=False)
 
 
+class Team(Base):
+    """志愿服务队: a team at a site, led by one of its members."""
+
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    type: Mapped[str] = mapped_column(sa.String(16))
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    leader_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"))
+    revision: Mapped[int] = mapped_column(sa.Integer, default=1)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("teams.id"), primary_key=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), primary_key=True)
+    joined_at = mapped_column(UTCDateTime, nullable=False)
+
+
 class Assignment(Base):
     """A need assigned to a volunteer, as dispatch told us."""
 
@@ -37,6 +57,8 @@ class Assignment(Base):
     need_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
     status: Mapped[str] = mapped_column(sa.String(16))
+    # Set when the need was assigned to a team: each member has an assignment of their own.
+    team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     need = mapped_column(sa.JSON, nullable=False)
     assigned_at = mapped_column(UTCDateTime, nullable=False)
     updated_at = mapped_column(UTCDateTime, nullable=False)

@@ -2,7 +2,7 @@ import re
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from lastmile.validation import StrictSchema, category_field, phone_field, site_id_field
+from lastmile.validation import QuerySchema, StrictSchema, category_field, phone_field, site_id_field
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
@@ -57,3 +57,22 @@ class CheckInSchema(StrictSchema):
 class CheckOutSchema(CheckInSchema):
     summary = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     beneficiaries_served = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10000))
+
+
+TEAM_TYPES = ("party", "social", "university", "school", "other")
+
+
+class TeamCreateSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=2, max=80))
+    type = fields.String(required=True, validate=validate.OneOf(TEAM_TYPES))
+    site_id = site_id_field(required=True)
+    # Staff name the leader; a volunteer who creates a team leads it.
+    leader_volunteer_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=36))
+
+
+class TeamMemberSchema(StrictSchema):
+    volunteer_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+
+
+class TeamQuerySchema(QuerySchema):
+    site_id = site_id_field(load_default=None)

@@ -205,3 +205,66 @@ def test_collectors_keep_the_beneficiary_registry(anonymous, admin):
     assert "13700004321" in {e["phone"] for e in summary["entries"]}
     resident, _ = register(anonymous, "resident", "好奇的居民")
     assert resident.get("/sites/qiongshan.hongqi/beneficiaries").status_code == 403
+
+
+def test_a_team_is_dispatched_by_staff_accepted_by_its_leader_and_serves_member_by_member(anonymous, admin):
+    district_child = "qiongshan.e2e" + uuid.uuid4().hex[:6]
+    station = district_child + ".village"
+    for site_id in (district_child, station):
+        assert admin.post("/sites", json={"id": site_id, "name": site_id}).status_code == 201
+    people = []
+    for name in ("队长", "队员甲", "队员乙"):
+        client, phone = register(anonymous, "volunteer", name)
+        profile = client.post("/volunteers", json={"name": name, "skills": ["theory"], "site_id": station})
+        assert profile.status_code == 201, profile.text
+        client.profile = profile.json()
+        people.append(client)
+    leader, first, second = people
+    team = leader.post("/teams", json={"name": "党员志愿服务队", "type": "party", "site_id": station})
+    assert team.status_code == 201, team.text
+    team_id = team.json()["id"]
+    assert first.post(f"/teams/{team_id}/members", json={"volunteer_id": second.profile["id"]}).status_code == 403
+    for member in (first, second):
+        added = leader.post(f"/teams/{team_id}/members", json={"volunteer_id": member.profile["id"]})
+        assert added.status_code == 201, added.text
+    assert len(leader.get(f"/teams/{team_id}").json()["members"]) == 3
+
+    resident, _ = register(anonymous, "resident", "邓阿姨")
+    need = submit(resident, station, category="culture", title="村里办一场琼剧演出")
+    admin.post(f"/needs/{need['id']}/approve")
+    wait_for(lambda: admin.get(f"/needs/{need['id']}/order").status_code == 200, 10, message="the order")
+
+    def dispatch_to_team():
+        response = admin.post(f"/needs/{need['id']}/dispatch", json={"team_id": team_id})
+        return response if response.status_code == 201 else None
+
+    offer = wait_for(dispatch_to_team, 10, interval=0.3, message="the team offer").json()
+    assert offer["team_id"] == team_id and offer["volunteer_id"] == leader.profile["id"]
+    assert pending_offer(leader, need["id"])["id"] == offer["id"]
+    assert leader.post(f"/offers/{offer['id']}/accept").status_code == 200
+    wait_status(resident, need["id"], "assigned")
+
+    def checked_in(member):
+        response = member.post(f"/needs/{need['id']}/check-in", json={})
+        return response if response.status_code == 200 else None
+
+    for member in (first, leader):  # the second member never comes
+        wait_for(lambda: checked_in(member), 10, interval=0.2, message="a member's check-in")
+    wait_status(resident, need["id"], "in_service")
+    time.sleep(1.5)
+    done = {"summary": "演出顺利，观众六十人", "beneficiaries_served": 60}
+    assert first.post(f"/needs/{need['id']}/check-out", json=done).status_code == 200
+    assert resident.get(f"/needs/{need['id']}").json()["status"] == "in_service"  # the leader closes the service
+    assert leader.post(f"/needs/{need['id']}/check-out", json=done).status_code == 200
+    wait_status(resident, need["id"], "completed")
+    for member, served in ((leader, True), (first, True), (second, False)):
+        hours = member.get(f"/volunteers/{member.profile['id']}/hours").json()
+        assert (hours["total_hours"] > 0) is served, (member.profile["name"], hours)
+    assert second.post(f"/needs/{need['id']}/check-in", json={}).status_code == 409
+
+    rating = wait_for(lambda: (lambda r: r if r.status_code == 201 else None)(
+        resident.post(f"/needs/{need['id']}/rating", json={"stars": 4})), 10, interval=0.2, message="the rating")
+    assert rating.json()["team_id"] == team_id
+    score = wait_for(lambda: (lambda s: s if s["count"] else None)(resident.get(f"/teams/{team_id}/score").json()),
+                     10, message="the team's score")
+    assert score["mean"] == 4.0
