@@ -10,13 +10,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from marshmallow import fields, validate
 
+from gateway.models import Account, Setting
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.db import new_id, utcnow
 from lastmile.errors import Conflict, InvalidInput, Unauthorized
 from lastmile.store import Store
 from lastmile.validation import StrictSchema, phone_field, site_id_field
-from gateway.models import Account, Setting
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()

@@ -12,7 +12,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from lastmile import config
-from lastmile.errors import InvalidInput, LastmileError, ServiceTimeout, ServiceUnavailable
+from lastmile.errors import (
+    InvalidInput,
+    LastmileError,
+    ServiceTimeout,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger(__name__)
 

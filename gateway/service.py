@@ -6,13 +6,20 @@ from pathlib import Path
 import eventlet
 from kombu import Connection
 from nameko.rpc import RpcProxy
+from werkzeug.wrappers import Response
 
-from lastmile import config
-from lastmile.errors import Forbidden, InvalidInput, LastmileError
-from lastmile.validation import load
-from gateway.accounts import AccountCreateSchema, GatewayStore, RegisterSchema, TokenSchema
+from gateway.accounts import (
+    AccountCreateSchema,
+    GatewayStore,
+    RegisterSchema,
+    TokenSchema,
+)
+from gateway.certificates import render_pdf
 from gateway.http import API, ApiRoute, call, json_response, read_json
 from gateway.models import MESSAGING, Base
+from lastmile import config
+from lastmile.errors import Forbidden, InvalidInput, LastmileError, NotFound
+from lastmile.validation import load
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BACKENDS = ("needs", "dispatch", "volunteers", "ratings")
@@ -32,6 +39,8 @@ def route(method, path, roles=ANYONE, public=False, status=200):
                 if roles is not ANYONE and actor.role not in roles:
                     raise Forbidden(f"This needs one of the roles: {', '.join(roles)}")
             result = handler(self, request, actor, **path_values)
+            if isinstance(result, Response):
+                return result
             if isinstance(result, tuple):
                 return json_response(result[0], result[1])
             return json_response(status, result)
@@ -42,6 +51,11 @@ def route(method, path, roles=ANYONE, public=False, status=200):
         return ApiRoute.decorator(method, path)(entrypoint)
 
     return decorate
+
+
+class NotFoundRoute(NotFound):
+    def __init__(self):
+        super().__init__("No such route")
 
 
 def query_of(request):
@@ -269,6 +283,75 @@ class GatewayService:
     @route("POST", API + "/needs/<need_id>/check-out", roles=("volunteer",))
     def check_out(self, request, actor, need_id):
         return self.rpc("volunteers", "check_out", actor.to_dict(), need_id, read_json(request))
+
+    @route("GET", API + "/assignments", roles=("volunteer",))
+    def list_assignments(self, request, actor):
+        """The volunteer's inbox, with each need as the needs service shows it to
+        them: the resident's contact unmasked only while assigned or serving."""
+        inbox = self.rpc("volunteers", "list_assignments", actor.to_dict(), query_of(request))
+        pool = eventlet.GreenPool(10)
+
+        def need_of(item):
+            try:
+                return self.rpc("needs", "get_need", actor.to_dict(), item["need_id"])
+            except LastmileError:
+                return None
+
+        for item, need in zip(inbox["items"], pool.imap(need_of, inbox["items"])):
+            if need is not None:
+                need.pop("history", None)
+                item["need"] = need
+        return inbox
+
+    @route("GET", API + "/volunteers/<volunteer_id>/certificate")
+    def volunteer_certificate(self, request, actor, volunteer_id):
+        query = query_of(request)
+        wants_pdf = query.pop("format", "json")
+        if wants_pdf not in ("json", "pdf"):
+            raise InvalidInput("format is json or pdf", {"format": ["Must be json or pdf."]})
+        certificate = self.rpc("volunteers", "issue_certificate", actor.to_dict(), volunteer_id, query)
+        if wants_pdf == "json":
+            return certificate
+        try:
+            site_name = self.rpc("needs", "get_site", certificate["issuing_site_id"])["name"]
+        except LastmileError:
+            site_name = None
+        return Response(render_pdf(certificate, site_name), mimetype="application/pdf", headers={
+            "Content-Disposition": f'inline; filename="{certificate["certificate_number"]}.pdf"'})
+
+    @route("GET", API + "/certificates/<number>", public=True)
+    def verify_certificate(self, request, actor, number):
+        return self.rpc("volunteers", "verify_certificate", number)
+
+    @route("POST", API + "/volunteers/<volunteer_id>/hours/requests", roles=("volunteer",), status=201)
+    def request_hours(self, request, actor, volunteer_id):
+        return self.rpc("volunteers", "request_hours", actor.to_dict(), volunteer_id, read_json(request))
+
+    @route("GET", API + "/hours-requests", roles=("volunteer", "staff", "admin"))
+    def list_hours_requests(self, request, actor):
+        return self.rpc("volunteers", "list_hours_requests", actor.to_dict(), query_of(request))
+
+    @route("POST", API + "/hours-requests/<request_id>/<decision>", roles=STAFF)
+    def decide_hours_request(self, request, actor, request_id, decision):
+        approve = self._decision(decision)
+        return self.rpc("volunteers", "decide_hours_request", actor.to_dict(), request_id, approve,
+                        read_json(request, required=False))
+
+    @route("GET", API + "/service-records", roles=STAFF)
+    def list_service_records(self, request, actor):
+        return self.rpc("volunteers", "list_service_records", actor.to_dict(), query_of(request))
+
+    @route("POST", API + "/service-records/<record_id>/<decision>", roles=STAFF)
+    def review_service_record(self, request, actor, record_id, decision):
+        approve = self._decision(decision)
+        return self.rpc("volunteers", "review_service_record", actor.to_dict(), record_id, approve,
+                        read_json(request, required=False))
+
+    @staticmethod
+    def _decision(decision):
+        if decision not in ("approve", "refuse"):
+            raise NotFoundRoute()
+        return decision == "approve"
 
     @route("GET", API + "/volunteers/<volunteer_id>/hours")
     def volunteer_hours(self, request, actor, volunteer_id):

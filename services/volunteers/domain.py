@@ -2,7 +2,7 @@
 time becomes credited hours (《志愿服务记录与证明出具办法》 asks that they be true)."""
 import math
 from dataclasses import dataclass
-from lastmile.errors import Conflict
+from lastmile.errors import Conflict, InvalidInput
 
 # assignment statuses
 ASSIGNED = "assigned"
@@ -65,3 +65,31 @@ def volunteer_number(volunteer_id, year):
     replicas registering at once need no shared counter: LM-2026-3F9A1C2B5D6E.
     48 random bits make a clash improbable; a unique constraint refuses one."""
     return f"LM-{year}-{volunteer_id.replace('-', '')[:12].upper()}"
+
+
+REQUEST_KINDS = ("correction", "backfill")
+OPEN_CHECK_IN_LIMIT_HOURS = 24
+
+
+def check_hours_request(kind, hours, service_date, today, rule=HoursRule()):
+    """A correction may add or remove hours; a backfill (补录) only adds them. Neither
+    may exceed a day's cap, nor concern a day to come or more than a year ago."""
+    errors = {}
+    if kind == "backfill" and hours <= 0:
+        errors["hours"] = ["A backfill adds hours: give a positive number."]
+    elif hours == 0:
+        errors["hours"] = ["Give the hours to add (positive) or remove (negative)."]
+    elif abs(hours) > rule.daily_cap_hours:
+        errors["hours"] = [f"At most {rule.daily_cap_hours:g} hours for one day."]
+    if service_date > today:
+        errors["service_date"] = ["Must not be in the future."]
+    elif (today - service_date).days > 366:
+        errors["service_date"] = ["Must be within the last year."]
+    if errors:
+        raise InvalidInput("This hours request is not valid", errors)
+
+
+def certificate_number(issued_at, token):
+    """LMC-20261128-3F9A1C2B: date of issue and a random part, unguessable enough
+    that the verification page does not become a directory."""
+    return f"LMC-{issued_at:%Y%m%d}-{token.replace('-', '')[:10].upper()}"

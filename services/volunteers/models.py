@@ -16,6 +16,8 @@ class Volunteer(Base):
     number: Mapped[str] = mapped_column(sa.String(32), unique=True)
     name: Mapped[str] = mapped_column(sa.String(64))
     phone: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    # Real-name registration: kept here, and only its masked form ever leaves the service.
+    id_number: Mapped[str | None] = mapped_column(sa.String(18), nullable=True)
     skills = mapped_column(sa.JSON, nullable=False)
     site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
     lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
@@ -99,6 +101,13 @@ class ServiceRecord(Base):
     beneficiaries_served: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     flagged: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     flag_reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    reviewed_at = mapped_column(UTCDateTime, nullable=True)
+    review: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)  # approved | refused
+    # The resident's evaluation, once given (评单).
+    rating_stars: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    rating_tags = mapped_column(sa.JSON, nullable=True)
+    rating_comment: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
 
 
 class HoursEntry(Base):
@@ -112,10 +121,40 @@ class HoursEntry(Base):
     kind: Mapped[str] = mapped_column(sa.String(16))
     hours: Mapped[float] = mapped_column(sa.Float)
     service_date = mapped_column(sa.Date, nullable=False)
+    request_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, unique=True)
     created_at = mapped_column(UTCDateTime, nullable=False)
 
     # One checked-in entry per service record, whatever is redelivered.
     __table_args__ = (sa.UniqueConstraint("record_id", "kind", name="uq_hours_record_kind"),)
+
+
+class HoursRequest(Base):
+    """A correction or backfill (补录) asked for by a volunteer, decided by staff."""
+
+    __tablename__ = "hours_requests"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    hours: Mapped[float] = mapped_column(sa.Float)
+    service_date = mapped_column(sa.Date, nullable=False)
+    need_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    reason: Mapped[str] = mapped_column(sa.String(1000))
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    decided_by: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    decision_note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    decided_at = mapped_column(UTCDateTime, nullable=True)
+
+
+class Certificate(Base):
+    """志愿服务证明: what was certified, kept as issued so anyone can verify it."""
+
+    __tablename__ = "certificates"
+    number: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    volunteer_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("volunteers.id"), index=True)
+    content = mapped_column(sa.JSON, nullable=False)
+    issued_at = mapped_column(UTCDateTime, nullable=False)
 
 
 MESSAGING = messaging_tables(Base.metadata)

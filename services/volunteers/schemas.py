@@ -1,6 +1,6 @@
 import re
 
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from lastmile.validation import QuerySchema, StrictSchema, category_field, phone_field, site_id_field
 
@@ -30,6 +30,10 @@ class VolunteerCreateSchema(StrictSchema):
     skills = fields.List(category_field(), required=True, validate=validate.Length(min=1, max=10))
     site_id = site_id_field(required=True)
     phone = phone_field(load_default=None, allow_none=True)
+    id_number = fields.String(
+        load_default=None, allow_none=True,
+        validate=validate.Regexp(r"^[0-9]{17}[0-9Xx]\Z", error="Must be an 18-character resident identity number."),
+    )
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-90, max=90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-180, max=180))
     availability = fields.Dict(load_default=None, allow_none=True)
@@ -76,3 +80,39 @@ class TeamMemberSchema(StrictSchema):
 
 class TeamQuerySchema(QuerySchema):
     site_id = site_id_field(load_default=None)
+
+
+class HoursRequestSchema(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(("correction", "backfill")))
+    hours = fields.Float(required=True, allow_nan=False)
+    service_date = fields.Date(required=True)
+    need_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=36))
+    reason = fields.String(required=True, validate=validate.Length(min=2, max=1000))
+
+
+class DecisionSchema(StrictSchema):
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
+class StatusQuerySchema(QuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(("pending", "approved", "refused")))
+
+
+class RecordQuerySchema(QuerySchema):
+    flagged = fields.Boolean(load_default=None)
+    volunteer_id = fields.String(load_default=None, validate=validate.Length(max=36))
+
+
+class AssignmentQuerySchema(QuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(
+        ("assigned", "in_service", "completed", "cancelled", "released")))
+
+
+class PeriodSchema(QuerySchema):
+    from_ = fields.Date(load_default=None, data_key="from")
+    to = fields.Date(load_default=None)
+
+    @validates_schema
+    def _ordered(self, data, **_):
+        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
+            raise ValidationError("Must not be before from.", "to")

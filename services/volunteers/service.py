@@ -4,6 +4,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from nameko.rpc import rpc
+from nameko.timer import timer
 
 from lastmile import config
 from lastmile.auth import Actor
@@ -12,10 +13,11 @@ from lastmile.db import new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from lastmile.events import isoformat
 from lastmile.store import Store
-from lastmile.validation import load, mask_phone
+from lastmile.validation import load, mask_id_number, mask_phone
 from services.volunteers import domain, schemas
 from services.volunteers.models import (
-    MESSAGING, Assignment, AssignmentClosure, Base, HoursEntry, ServiceRecord, Team, TeamMember, Volunteer,
+    MESSAGING, Assignment, AssignmentClosure, Base, Certificate, HoursEntry, HoursRequest, ServiceRecord, Team,
+    TeamMember, Volunteer,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +35,7 @@ def volunteer_view(volunteer, actor=None):
         "number": volunteer.number,
         "name": volunteer.name,
         "phone": volunteer.phone,
+        "id_number": mask_id_number(volunteer.id_number),
         "skills": volunteer.skills,
         "site_id": volunteer.site_id,
         "lat": volunteer.lat,
@@ -61,7 +64,19 @@ def record_view(record):
         "id": record.id, "need_id": record.need_id, "site_id": record.site_id, "category": record.category,
         "title": record.title, "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(record.check_out_at),
         "hours": record.hours, "summary": record.summary, "beneficiaries_served": record.beneficiaries_served,
-        "flagged": record.flagged, "flag_reason": record.flag_reason,
+        "flagged": record.flagged, "flag_reason": record.flag_reason, "review": record.review,
+        "volunteer_id": record.volunteer_id,
+        "rating": None if record.rating_stars is None else {
+            "stars": record.rating_stars, "tags": record.rating_tags, "comment": record.rating_comment},
+    }
+
+
+def hours_request_view(request):
+    return {
+        "id": request.id, "volunteer_id": request.volunteer_id, "kind": request.kind, "hours": request.hours,
+        "service_date": request.service_date.isoformat(), "need_id": request.need_id, "reason": request.reason,
+        "status": request.status, "decided_by": request.decided_by, "decision_note": request.decision_note,
+        "created_at": _iso(request.created_at), "decided_at": _iso(request.decided_at),
     }
 
 
@@ -273,21 +288,24 @@ class VolunteersService:
                         team_hours += closed.hours
                     else:
                         other.status, other.updated_at = domain.RELEASED, now
-            need = assignment.need
-            completed = {
-                "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "record_id": record.id,
-                "team_id": team.id if team else None,
-                # Credited now; a flagged record's hours wait for staff (pending_hours).
-                "hours": 0.0 if record.flagged else record.hours,
-                "pending_hours": record.hours if record.flagged else 0.0,
-                "team_hours": round(team_hours, 4),
-                "beneficiaries_served": record.beneficiaries_served,
-                "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(now), "flagged": record.flagged,
-                "site_id": need["site_id"], "category": need["category"], "owner_id": need.get("owner_id"),
-                "collector_id": need.get("collector_id"),
-            }
-            self.db.emit(session, "service_completed", completed, need_id=need_id)
+            self.db.emit(session, "service_completed",
+                         self._completion(assignment, volunteer, record, team, team_hours), need_id=need_id)
             return record_view(record)
+
+    def _completion(self, assignment, volunteer, record, team, team_hours):
+        need = assignment.need
+        return {
+            "volunteer_id": volunteer.id, "user_id": volunteer.user_id, "record_id": record.id,
+            "team_id": team.id if team else None,
+            # Credited now; a flagged record's hours wait for staff (pending_hours).
+            "hours": 0.0 if record.flagged else record.hours,
+            "pending_hours": record.hours if record.flagged else 0.0,
+            "team_hours": round(team_hours, 4),
+            "beneficiaries_served": record.beneficiaries_served,
+            "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(record.check_out_at),
+            "flagged": record.flagged, "site_id": need["site_id"], "category": need["category"],
+            "owner_id": need.get("owner_id"), "collector_id": need.get("collector_id"),
+        }
 
     def _close_service(self, session, assignment, volunteer, now, data):
         record = session.scalars(
@@ -334,8 +352,216 @@ class VolunteersService:
             return {
                 "volunteer_id": volunteer.id,
                 "total_hours": round(sum(entry.hours for entry in entries), 4),
+                # Checked-in hours apart from corrections and backfills (补录), as the rules ask.
+                "by_kind": {kind: round(sum(e.hours for e in entries if e.kind == kind), 4)
+                            for kind in ("checked_in",) + domain.REQUEST_KINDS},
                 "records": items,
             }
+
+    # ---- the hours ledger: reviews, corrections and backfills ---------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def request_hours(self, actor, volunteer_id, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.HoursRequestSchema(), data)
+        with self.db.session() as session:
+            volunteer = self._volunteer(session, volunteer_id)
+            if volunteer.user_id != actor.id:
+                raise Forbidden("Volunteers ask for corrections of their own hours")
+            domain.check_hours_request(data["kind"], data["hours"], data["service_date"], local_date(utcnow()),
+                                       hours_rule())
+            request = HoursRequest(id=new_id(), volunteer_id=volunteer.id, status="pending", site_id=volunteer.site_id,
+                                   created_at=utcnow(), **data)
+            session.add(request)
+            session.flush()
+            return hours_request_view(request)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_hours_requests(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(schemas.StatusQuerySchema(), query)
+        with self.db.session() as session:
+            stmt = sa.select(HoursRequest).order_by(HoursRequest.created_at.desc())
+            if actor.role == "volunteer":
+                stmt = stmt.join(Volunteer, Volunteer.id == HoursRequest.volunteer_id).where(Volunteer.user_id == actor.id)
+            elif actor.role == "staff":
+                stmt = stmt.where(sa.or_(HoursRequest.site_id == actor.site_id,
+                                         HoursRequest.site_id.startswith(actor.site_id + ".")))
+            elif not actor.is_admin:
+                raise Forbidden("Hours requests are for volunteers and staff")
+            if query["status"]:
+                stmt = stmt.where(HoursRequest.status == query["status"])
+            items = [hours_request_view(r) for r in session.scalars(stmt.limit(500))]
+            return {"items": items, "total": len(items)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def decide_hours_request(self, actor, request_id, approve, data):
+        actor = Actor.from_dict(actor)
+        data = load(schemas.DecisionSchema(), data or {})
+        now = utcnow()
+        with self.db.session() as session:
+            request = session.get(HoursRequest, request_id, with_for_update=True) if isinstance(request_id, str) else None
+            if request is None or not actor.governs(request.site_id):
+                raise NotFound(f"No hours request {request_id}")
+            if request.status != "pending":
+                raise Conflict(f"This request is {request.status} already", {"status": request.status})
+            request.status = "approved" if approve else "refused"
+            request.decided_by, request.decided_at, request.decision_note = actor.id, now, data["note"]
+            if approve:
+                volunteer = session.get(Volunteer, request.volunteer_id)
+                entry = HoursEntry(id=new_id(), volunteer_id=volunteer.id, need_id=request.need_id, record_id=None,
+                                   kind=request.kind, hours=request.hours, service_date=request.service_date,
+                                   request_id=request.id, created_at=now)
+                session.add(entry)
+                session.flush()
+                self._hours_credited(session, entry, volunteer.site_id, None)
+            return hours_request_view(request)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_service_records(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(schemas.RecordQuerySchema(), query)
+        if actor.role != "staff" and not actor.is_admin:
+            raise Forbidden("Service records are reviewed by staff")
+        with self.db.session() as session:
+            stmt = sa.select(ServiceRecord).order_by(ServiceRecord.check_in_at.desc())
+            if actor.role == "staff":
+                stmt = stmt.where(sa.or_(ServiceRecord.site_id == actor.site_id,
+                                         ServiceRecord.site_id.startswith(actor.site_id + ".")))
+            if query["flagged"] is not None:
+                stmt = stmt.where(ServiceRecord.flagged.is_(query["flagged"]))
+            if query["volunteer_id"]:
+                stmt = stmt.where(ServiceRecord.volunteer_id == query["volunteer_id"])
+            items = [record_view(r) for r in session.scalars(stmt.limit(500))]
+            return {"items": items, "total": len(items)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def review_service_record(self, actor, record_id, approve, data):
+        """Staff decide a flagged record: approved, its hours are credited."""
+        actor = Actor.from_dict(actor)
+        data = load(schemas.DecisionSchema(), data or {})
+        now = utcnow()
+        with self.db.session() as session:
+            record = session.get(ServiceRecord, record_id, with_for_update=True) if isinstance(record_id, str) else None
+            if record is None or not actor.governs(record.site_id):
+                raise NotFound(f"No service record {record_id}")
+            if not record.flagged or record.check_out_at is None:
+                raise Conflict("Only a flagged, closed service record waits for review")
+            if record.review is not None:
+                raise Conflict(f"This record was {record.review} already", {"review": record.review})
+            record.review = "approved" if approve else "refused"
+            record.reviewed_by, record.reviewed_at = actor.id, now
+            record.flag_reason = (record.flag_reason or "") + (f"; {data['note']}" if data["note"] else "")
+            if approve:
+                volunteer = session.get(Volunteer, record.volunteer_id)
+                self._credit(session, volunteer, record, local_date(record.check_in_at), now)
+            return record_view(record)
+
+    @timer(interval=60)
+    @rpc
+    def close_forgotten_check_ins(self):
+        """A check-in left open for a day is closed at its 24th hour and flagged, so
+        that staff decide what of it counts."""
+        now = utcnow()
+        limit = timedelta(hours=domain.OPEN_CHECK_IN_LIMIT_HOURS)
+        with self.db.session() as session:
+            stale = session.execute(
+                sa.select(ServiceRecord.id).where(ServiceRecord.check_out_at.is_(None),
+                                                  ServiceRecord.check_in_at <= now - limit).limit(100)
+            ).scalars().all()
+        for record_id in stale:
+            with self.db.session() as session:
+                record = session.get(ServiceRecord, record_id, with_for_update=True)
+                if record is None or record.check_out_at is not None:
+                    continue
+                assignment = session.get(Assignment, record.assignment_id, with_for_update=True)
+                volunteer = session.get(Volunteer, record.volunteer_id)
+                record.flagged = True
+                record.flag_reason = "closed automatically after 24 hours without check-out"
+                self._close_service(session, assignment, volunteer, record.check_in_at + limit,
+                                    {"lat": None, "lon": None, "summary": record.flag_reason,
+                                     "beneficiaries_served": 0})
+                team = session.get(Team, assignment.team_id) if assignment.team_id else None
+                if team is None or team.leader_id == volunteer.id:
+                    self.db.emit(session, "service_completed",
+                                 self._completion(assignment, volunteer, record, team, record.hours),
+                                 need_id=record.need_id)
+
+    # ---- certificates (志愿服务证明) ---------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def issue_certificate(self, actor, volunteer_id, query):
+        """Certify the hours of a period: a new numbered certificate, kept as issued."""
+        actor = Actor.from_dict(actor)
+        period = load(schemas.PeriodSchema(), query or {})
+        now = utcnow()
+        with self.db.session() as session:
+            volunteer = self._volunteer(session, volunteer_id)
+            if not (volunteer.user_id == actor.id or actor.governs(volunteer.site_id)):
+                raise Forbidden("Only the volunteer or staff of their site may ask for this certificate")
+            entries = sa.select(HoursEntry).where(HoursEntry.volunteer_id == volunteer.id)
+            if period["from_"]:
+                entries = entries.where(HoursEntry.service_date >= period["from_"])
+            if period["to"]:
+                entries = entries.where(HoursEntry.service_date <= period["to"])
+            entries = session.scalars(entries.order_by(HoursEntry.service_date, HoursEntry.created_at)).all()
+            records = {r.id: r for r in session.scalars(
+                sa.select(ServiceRecord).where(ServiceRecord.id.in_([e.record_id for e in entries if e.record_id])))}
+            services, adjustments = [], []
+            for entry in entries:
+                record = records.get(entry.record_id)
+                if record is not None:
+                    services.append({
+                        "need_id": record.need_id, "title": record.title, "category": record.category,
+                        "site_id": record.site_id, "date": entry.service_date.isoformat(),
+                        "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(record.check_out_at),
+                        "hours": entry.hours, "summary": record.summary,
+                        "beneficiaries_served": record.beneficiaries_served, "rating_stars": record.rating_stars,
+                    })
+                else:
+                    adjustments.append({"kind": entry.kind, "date": entry.service_date.isoformat(),
+                                        "hours": entry.hours})
+            content = {
+                "certificate_number": domain.certificate_number(now, new_id()),
+                "volunteer": {"id": volunteer.id, "name": volunteer.name, "number": volunteer.number,
+                              "id_number": mask_id_number(volunteer.id_number)},
+                "period": {"from": period["from_"].isoformat() if period["from_"] else None,
+                           "to": period["to"].isoformat() if period["to"] else None},
+                "total_hours": round(sum(e.hours for e in entries), 4),
+                "service_hours": round(sum(s["hours"] for s in services), 4),
+                "adjustment_hours": round(sum(a["hours"] for a in adjustments), 4),
+                "services": services,
+                "adjustments": adjustments,
+                "issuing_site_id": volunteer.site_id.split(".")[0],
+                "issued_at": _iso(now),
+            }
+            session.add(Certificate(number=content["certificate_number"], volunteer_id=volunteer.id,
+                                    content=content, issued_at=now))
+            return content
+
+    @rpc(expected_exceptions=EXPECTED)
+    def verify_certificate(self, number):
+        with self.db.session() as session:
+            certificate = session.get(Certificate, number) if isinstance(number, str) else None
+            if certificate is None:
+                raise NotFound(f"No certificate {number}")
+            return certificate.content
+
+    # ---- the volunteer's inbox -----------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_assignments(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(schemas.AssignmentQuerySchema(), query)
+        with self.db.session() as session:
+            stmt = (sa.select(Assignment).join(Volunteer, Volunteer.id == Assignment.volunteer_id)
+                    .where(Volunteer.user_id == actor.id).order_by(Assignment.assigned_at.desc()))
+            if query["status"]:
+                stmt = stmt.where(Assignment.status == query["status"])
+            items = [{"id": a.id, "need_id": a.need_id, "status": a.status, "team_id": a.team_id,
+                      "assigned_at": _iso(a.assigned_at), "need": a.need}
+                     for a in session.scalars(stmt.limit(200))]
+            return {"items": items, "total": len(items)}
 
     # ---- facts from dispatch and needs -----------------------------------------------
 
@@ -364,6 +590,19 @@ class VolunteersService:
                     id=new_id(), need_id=event["need_id"], volunteer_id=member_id, team_id=team_id, status=status,
                     need=data["need"], assigned_at=now, updated_at=now,
                 ))
+
+    @event_handler("ratings", "rating_submitted")
+    def on_rating_submitted(self, event):
+        """The resident's evaluation becomes part of the service record."""
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "volunteers.rating_submitted"):
+                return
+            for record in session.scalars(
+                sa.select(ServiceRecord).where(ServiceRecord.need_id == event["need_id"]).with_for_update()
+            ):
+                record.rating_stars, record.rating_tags = data["stars"], data.get("tags")
+                record.rating_comment = data.get("comment")
 
     @event_handler("dispatch", "order_reassigned")
     def on_order_reassigned(self, event):
@@ -399,10 +638,14 @@ class VolunteersService:
                            kind="checked_in", hours=record.hours, service_date=day, created_at=now)
         session.add(entry)
         session.flush()
+        self._hours_credited(session, entry, record.site_id, record.category)
+
+    def _hours_credited(self, session, entry, site_id, category):
         self.db.emit(session, "hours_credited",
-                     {"volunteer_id": volunteer.id, "entry_id": entry.id, "hours": entry.hours, "kind": entry.kind,
-                      "record_id": record.id, "site_id": record.site_id, "category": record.category},
-                     need_id=record.need_id)
+                     {"volunteer_id": entry.volunteer_id, "entry_id": entry.id, "hours": entry.hours,
+                      "kind": entry.kind, "record_id": entry.record_id, "site_id": site_id, "category": category,
+                      "service_date": entry.service_date.isoformat()},
+                     need_id=entry.need_id)
 
     def _team(self, session, team_id, lock=False):
         team = session.get(Team, team_id, with_for_update=lock) if isinstance(team_id, str) else None

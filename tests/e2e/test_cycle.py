@@ -268,3 +268,56 @@ def test_a_team_is_dispatched_by_staff_accepted_by_its_leader_and_serves_member_
     score = wait_for(lambda: (lambda s: s if s["count"] else None)(resident.get(f"/teams/{team_id}/score").json()),
                      10, message="the team's score")
     assert score["mean"] == 4.0
+
+
+def test_inbox_certificate_pdf_and_verification(anonymous, staff, volunteer, station, stack):
+    import io
+
+    import requests
+    from pypdf import PdfReader
+
+    resident, _ = register(anonymous, "resident", "陈奶奶")
+    need = submit(resident, station, contact_phone="13700007777")
+    staff.post(f"/needs/{need['id']}/approve")
+    offer = pending_offer(volunteer, need["id"])
+    volunteer.post(f"/offers/{offer['id']}/accept")
+    wait_status(resident, need["id"], "assigned")
+
+    inbox = volunteer.get("/assignments").json()["items"]
+    mine = next(item for item in inbox if item["need_id"] == need["id"])
+    assert mine["status"] == "assigned" and mine["need"]["contact_phone"] == "13700007777"
+
+    volunteer.post(f"/needs/{need['id']}/check-in", json={})
+    time.sleep(1.5)
+    volunteer.post(f"/needs/{need['id']}/check-out", json={"summary": "陪老人聊天", "beneficiaries_served": 1})
+    wait_status(resident, need["id"], "completed")
+    wait_for(lambda: resident.post(f"/needs/{need['id']}/rating", json={"stars": 5}).status_code == 201, 10,
+             interval=0.2, message="the rating")
+    done = next(item for item in volunteer.get("/assignments").json()["items"] if item["need_id"] == need["id"])
+    assert done["status"] == "completed" and done["need"]["contact_phone"] != "13700007777"  # masked afterwards
+
+    vid = volunteer.profile["id"]
+    hours = volunteer.get(f"/volunteers/{vid}/hours").json()
+    record = next(r["record"] for r in hours["records"] if r["need_id"] == need["id"])
+    assert wait_for(lambda: volunteer.get(f"/volunteers/{vid}/hours").json()["records"][-1]["record"]["rating"],
+                    10, message="the rating in the service record")["stars"] == 5
+
+    certificate = volunteer.get(f"/volunteers/{vid}/certificate").json()
+    assert certificate["total_hours"] == pytest.approx(hours["total_hours"]) and certificate["total_hours"] > 0
+    assert need["id"] in {s["need_id"] for s in certificate["services"]}
+    assert certificate["volunteer"]["name"] == "志愿者小符" and certificate["issuing_site_id"] == "qiongshan"
+    verified = requests.get(f"{stack['api']}/certificates/{certificate['certificate_number']}", timeout=5)
+    assert verified.status_code == 200 and verified.json() == certificate
+    assert requests.get(f"{stack['api']}/certificates/LMC-19700101-NOSUCH", timeout=5).status_code == 404
+
+    pdf = volunteer.get(f"/volunteers/{vid}/certificate", params={"format": "pdf"})
+    assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf"
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    number = pdf.headers["Content-Disposition"].split('"')[1].removesuffix(".pdf")
+    assert "志愿服务证明" in text and number in text and "志愿者小符" in text
+    assert f"{record['hours']:g}" in text and "琼山区新时代文明实践中心" in text
+
+    stranger, _ = register(anonymous, "volunteer", "路人")
+    assert stranger.get(f"/volunteers/{vid}/certificate").status_code == 403
+    assert volunteer.get(f"/volunteers/{vid}/certificate", params={"from": "2026-02-01", "to": "2026-01-01"}
+                         ).status_code == 400

@@ -4,7 +4,7 @@ import math
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import eventlet
 import pytest
@@ -308,3 +308,59 @@ def test_staff_suspend_a_volunteer_who_cannot_suspend_themself(volunteers, tap, 
 
     renamed = volunteers.update_volunteer(person, profile["id"], {"name": "小符"})
     assert renamed["name"] == "小符" and renamed["status"] == "suspended"
+
+
+def test_a_check_in_left_open_for_a_day_is_closed_and_flagged_for_staff(volunteers, tap, assignments, site_tree,
+                                                                      infrastructure):
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    person, profile = register(volunteers, site_tree)
+    need_id = assign(uri, profile, site_tree)["need_id"]
+    wait_assigned(assignments, need_id)
+    volunteers.check_in(person, need_id, {"lat": NEED_LAT, "lon": NEED_LON})
+    engine = sa.create_engine(database_url("volunteers"))
+    with engine.begin() as conn:  # the volunteer forgot: it is a day later now
+        conn.execute(sa.text("UPDATE service_records SET check_in_at = check_in_at - interval '25 hours' "
+                             "WHERE need_id = :n"), {"n": need_id})
+    engine.dispose()
+    volunteers.close_forgotten_check_ins()
+
+    completed = tap.wait("service_completed", need_id)[0]["data"]
+    assert completed["flagged"] is True and completed["hours"] == 0 and completed["pending_hours"] > 0
+    staff = actor("staff", site_tree["institute"])
+    [record] = volunteers.list_service_records(staff, {"flagged": True, "volunteer_id": profile["id"]})["items"]
+    assert "24 hours" in record["flag_reason"] and record["hours"] == pytest.approx(completed["pending_hours"])
+    assert volunteers.get_hours(person, profile["id"])["total_hours"] == 0
+    with pytest.raises(NotFound):
+        volunteers.review_service_record(actor("staff", site_tree["other_institute"]), record["id"], True, {})
+    approved = volunteers.review_service_record(staff, record["id"], True, {"note": "电话核实，确实服务到晚上"})
+    assert approved["review"] == "approved"
+    assert volunteers.get_hours(person, profile["id"])["total_hours"] == pytest.approx(record["hours"])
+    assert len(tap.wait("hours_credited", need_id)) == 1
+    with pytest.raises(Conflict):
+        volunteers.review_service_record(staff, record["id"], True, {})
+
+
+def test_corrections_and_backfills_are_new_entries_decided_by_staff(volunteers, site_tree):
+    person, profile = register(volunteers, site_tree)
+    today = datetime.now(timezone.utc).date()
+    with pytest.raises(InvalidInput):
+        volunteers.request_hours(person, profile["id"], {"kind": "backfill", "hours": -1,
+                                                         "service_date": today.isoformat(), "reason": "补录"})
+    with pytest.raises(Forbidden):
+        volunteers.request_hours(actor("volunteer"), profile["id"], {"kind": "backfill", "hours": 2,
+                                                                     "service_date": today.isoformat(), "reason": "代别人申请"})
+    backfill = volunteers.request_hours(person, profile["id"], {
+        "kind": "backfill", "hours": 2.5, "service_date": (today - timedelta(days=3)).isoformat(),
+        "reason": "三天前的敬老活动忘记签到"})
+    correction = volunteers.request_hours(person, profile["id"], {
+        "kind": "correction", "hours": -0.5, "service_date": today.isoformat(), "reason": "多记了半小时"})
+    staff = actor("staff", site_tree["station"])
+    assert {r["id"] for r in volunteers.list_hours_requests(staff, {"status": "pending"})["items"]} >= {
+        backfill["id"], correction["id"]}
+    volunteers.decide_hours_request(staff, backfill["id"], True, {"note": "有活动照片"})
+    volunteers.decide_hours_request(staff, correction["id"], False, {"note": "记录无误"})
+    with pytest.raises(Conflict):
+        volunteers.decide_hours_request(staff, backfill["id"], True, {})
+    hours = volunteers.get_hours(person, profile["id"])
+    assert hours["total_hours"] == 2.5 and hours["by_kind"] == {"checked_in": 0, "correction": 0, "backfill": 2.5}
+    assert [r["kind"] for r in hours["records"]] == ["backfill"]
