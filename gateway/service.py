@@ -372,6 +372,10 @@ class GatewayService:
         self.rpc("volunteers", "get_volunteer", actor.to_dict(), volunteer_id)  # 404 for an unknown volunteer
         return self.rpc("ratings", "score", "volunteer", volunteer_id)
 
+    @route("GET", API + "/stats", roles=STAFF)
+    def stats(self, request, actor):
+        return self.rpc("ratings", "stats", actor.to_dict(), query_of(request))
+
     @route("GET", API + "/follow-ups", roles=STAFF)
     def list_follow_ups(self, request, actor):
         return self.rpc("ratings", "list_follow_ups", actor.to_dict(), query_of(request))

@@ -29,6 +29,7 @@ VARIABLES = {
     "LASTMILE_HOURS_STEP_MINUTES": ("30", "credited time is rounded down to a multiple of this"),
     "LASTMILE_HOURS_DAILY_CAP": ("12", "hours one volunteer may be credited for one day"),
     "LASTMILE_GEOFENCE_METRES": ("500", "a check-in farther than this from the need is flagged"),
+    "LASTMILE_FOLLOW_UP_DAYS": ("3", "days a follow-up may stay open at its station before the institute takes it"),
     "LASTMILE_LOG_LEVEL": ("INFO", "log level of every process"),
 }
 

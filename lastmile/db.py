@@ -105,6 +105,16 @@ def is_postgres(bind):
     return dialect.name == "postgresql"
 
 
+def insert_missing(session, table, **values):
+    """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike: creates a
+    row unless another transaction already did (that one waits its turn instead of
+    failing). Returns True when this call inserted it."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    return session.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+
+
 def migrate(engine, migrations_dir):
     """Bring the schema to the newest revision of the service's alembic history.
     Replicas starting together serialise on an advisory lock."""

@@ -5,11 +5,10 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
 from lastmile import config
-from lastmile.db import make_engine, migrate, utcnow
+from lastmile.db import insert_missing, make_engine, migrate, utcnow
 from lastmile.events import make_event
 from lastmile.outbox import OutboxRelay
 
@@ -60,12 +59,8 @@ class UnitOfWork:
         it already was, so a redelivered event changes nothing."""
         # INSERT … ON CONFLICT DO NOTHING: a copy delivered to another replica at the
         # same moment waits for the first to commit, then finds the row and skips.
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(self._store.consumed).values(
-            event_id=event["event_id"], consumer=consumer, consumed_at=utcnow()
-        ).on_conflict_do_nothing()
-        return session.execute(statement).rowcount == 1
+        return insert_missing(session, self._store.consumed, event_id=event["event_id"], consumer=consumer,
+                              consumed_at=utcnow())
 
 
 class Store(DependencyProvider):

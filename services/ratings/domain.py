@@ -48,3 +48,49 @@ def check_may_rate(actor_id, owner_id, collector_id, completed_at, now, already_
 
 def needs_follow_up(stars, tags, policy=RatingPolicy()):
     return stars <= policy.follow_up_at_or_below or any(tag in ALARMING_TAGS for tag in tags)
+
+
+FOLLOW_UP_DAYS = 3
+
+
+def overdue(created_at, now, days=FOLLOW_UP_DAYS):
+    return now - created_at >= timedelta(days=days)
+
+
+def median(values):
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def figures(needs, hours):
+    """The center's figures for a set of needs (dicts with status times, people
+    served, stars, minutes to accept) and hours entries (dicts with hours)."""
+    approved = [n for n in needs if n["approved_at"] is not None]
+    accepted = [n for n in needs if n["accepted_at"] is not None]
+    completed = [n for n in needs if n["completed_at"] is not None]
+    stars = [n["stars"] for n in needs if n["stars"] is not None]
+    waits = [n["minutes_to_accept"] for n in accepted if n["minutes_to_accept"] is not None]
+    return {
+        "needs_submitted": len(needs),
+        "needs_completed": len(completed),
+        "services_held": len(completed),
+        "volunteer_hours": round(sum(h["hours"] for h in hours), 4),
+        "people_served": sum(n["people_served"] or 0 for n in completed),
+        "average_rating": round(sum(stars) / len(stars), 3) if stars else None,
+        "ratings": len(stars),
+        "fill_rate": round(len(accepted) / len(approved), 4) if approved else None,
+        "median_minutes_to_acceptance": None if not waits else round(median(waits), 2),
+    }
+
+
+def child_site(site_id, of_site_id):
+    """The site directly under ``of_site_id`` that contains ``site_id`` (itself at a station)."""
+    if site_id == of_site_id:
+        return site_id
+    depth = of_site_id.count(".") + 1
+    return ".".join(site_id.split(".")[:depth + 1])

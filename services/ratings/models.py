@@ -16,6 +16,7 @@ class CompletedService(Base):
     need_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     volunteer_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     collector_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     site_id: Mapped[str] = mapped_column(sa.String(128))
@@ -29,6 +30,7 @@ class Rating(Base):
     need_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
     volunteer_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     team_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    project_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
     category: Mapped[str] = mapped_column(sa.String(32))
     stars: Mapped[int] = mapped_column(sa.Integer)
@@ -53,12 +55,45 @@ class FollowUp(Base):
     need_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     rating_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("ratings.id"))
     site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    # Who must handle it: the need's station, then its institute once overdue.
+    responsible_site_id: Mapped[str] = mapped_column(sa.String(128), index=True, default="")
+    escalated_at = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(sa.String(16))
     reason: Mapped[str] = mapped_column(sa.String(200))
     note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
     resolved_by: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     created_at = mapped_column(UTCDateTime, nullable=False)
     resolved_at = mapped_column(UTCDateTime, nullable=True)
+
+
+class ReportNeed(Base):
+    """The reporting view of one need, kept current by the events of every service,
+    so that the center's figures never query another service's database."""
+
+    __tablename__ = "report_needs"
+    need_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    category: Mapped[str] = mapped_column(sa.String(32))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    submitted_at = mapped_column(UTCDateTime, nullable=True, index=True)
+    approved_at = mapped_column(UTCDateTime, nullable=True)
+    accepted_at = mapped_column(UTCDateTime, nullable=True)
+    minutes_to_accept: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    completed_at = mapped_column(UTCDateTime, nullable=True)
+    people_served: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    stars: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+
+
+class ReportHours(Base):
+    """Each credited hours entry, by the day it was served."""
+
+    __tablename__ = "report_hours"
+    entry_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    need_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    site_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    category: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    hours: Mapped[float] = mapped_column(sa.Float)
+    service_date = mapped_column(sa.Date, nullable=False, index=True)
 
 
 MESSAGING = messaging_tables(Base.metadata)

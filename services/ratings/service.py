@@ -1,22 +1,28 @@
 """群众评单: ratings, scores and the follow-ups a poor rating opens."""
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 from nameko.rpc import rpc
-from sqlalchemy.dialects import postgresql, sqlite
+from nameko.timer import timer
 
+from lastmile import config, sites
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import is_postgres, new_id, utcnow
-from lastmile.errors import EXPECTED, Conflict, Forbidden, NotFound
+from lastmile.db import insert_missing, is_postgres, new_id, utcnow
+from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound
 from lastmile.events import isoformat
 from lastmile.store import Store
 from lastmile.validation import QuerySchema, StrictSchema, load, site_id_field
 from services.ratings import domain
-from services.ratings.models import MESSAGING, Base, CompletedService, FollowUp, Rating, ScoreRow
+from services.ratings.models import (
+    MESSAGING, Base, CompletedService, FollowUp, Rating, ReportHours, ReportNeed, ScoreRow,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 
 
 class RatingSchema(StrictSchema):
@@ -32,6 +38,29 @@ class RatingQuerySchema(QuerySchema):
     site_id = site_id_field(load_default=None)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
     page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class StatsQuerySchema(QuerySchema):
+    site_id = site_id_field(load_default=None)
+    from_ = fields.Date(load_default=None, data_key="from")
+    to = fields.Date(load_default=None)
+
+    @validates_schema
+    def _ordered(self, data, **_):
+        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
+            raise ValidationError("Must not be before from.", "to")
+
+
+def start_of(day):
+    """Midnight of a day in China Standard Time, in UTC."""
+    return datetime.combine(day, datetime.min.time(), tzinfo=LOCAL_TIME).astimezone(timezone.utc)
+
+
+def report_row(report):
+    return {"site_id": report.site_id, "category": report.category, "approved_at": report.approved_at,
+            "accepted_at": report.accepted_at, "completed_at": report.completed_at,
+            "people_served": report.people_served, "stars": report.stars,
+            "minutes_to_accept": report.minutes_to_accept}
 
 
 class FollowUpQuerySchema(QuerySchema):
@@ -60,7 +89,8 @@ def rating_view(rating):
 def follow_up_view(follow_up):
     return {
         "id": follow_up.id, "need_id": follow_up.need_id, "rating_id": follow_up.rating_id,
-        "site_id": follow_up.site_id, "status": follow_up.status, "reason": follow_up.reason,
+        "site_id": follow_up.site_id, "responsible_site_id": follow_up.responsible_site_id,
+        "escalated_at": _iso(follow_up.escalated_at), "status": follow_up.status, "reason": follow_up.reason,
         "note": follow_up.note, "resolved_by": follow_up.resolved_by, "created_at": _iso(follow_up.created_at),
         "resolved_at": _iso(follow_up.resolved_at),
     }
@@ -97,23 +127,29 @@ class RatingsService:
             domain.check_may_rate(actor.id, service.owner_id, service.collector_id, service.completed_at, now, already)
             rating = Rating(
                 id=new_id(), need_id=need_id, volunteer_id=service.volunteer_id, team_id=service.team_id,
-                site_id=service.site_id,
+                project_id=service.project_id, site_id=service.site_id,
                 category=service.category, stars=data["stars"], tags=sorted(set(data["tags"])),
                 comment=data["comment"], by=actor.id, created_at=now,
             )
             session.add(rating)
             session.flush()
+            report = session.get(ReportNeed, need_id, with_for_update=True)
+            if report is not None:
+                report.stars = rating.stars
             self.db.emit(session, "rating_submitted", rating_view(rating), need_id=need_id)
             subjects = [("volunteer", rating.volunteer_id), ("site", rating.site_id)]
             if rating.team_id:
                 subjects.append(("team", rating.team_id))
+            if rating.project_id:
+                subjects.append(("project", rating.project_id))
             for subject_type, subject_id in subjects:
                 summary = self._add_to_score(session, subject_type, subject_id, rating.stars)
                 self.db.emit(session, "score_updated",
                              {"subject_type": subject_type, "subject_id": subject_id, **summary}, need_id=need_id)
             if domain.needs_follow_up(rating.stars, rating.tags):
                 follow_up = FollowUp(
-                    id=new_id(), need_id=need_id, rating_id=rating.id, site_id=rating.site_id, status="open",
+                    id=new_id(), need_id=need_id, rating_id=rating.id, site_id=rating.site_id,
+                    responsible_site_id=rating.site_id, status="open",
                     reason=f"{rating.stars} stars" + (f", {', '.join(rating.tags)}" if rating.tags else ""),
                     created_at=now,
                 )
@@ -150,7 +186,9 @@ class RatingsService:
         query = load(FollowUpQuerySchema(), query)
         stmt = sa.select(FollowUp)
         if actor.role == "staff":
-            stmt = stmt.where(sa.or_(FollowUp.site_id == actor.site_id, FollowUp.site_id.startswith(actor.site_id + ".")))
+            # What this staff member must handle: follow-ups their site or one inside it answers for.
+            stmt = stmt.where(sa.or_(FollowUp.responsible_site_id == actor.site_id,
+                                     FollowUp.responsible_site_id.startswith(actor.site_id + ".")))
         elif not actor.is_admin:
             raise Forbidden("Follow-ups are for staff")
         if query["status"] != "all":
@@ -175,9 +213,115 @@ class RatingsService:
             self.db.emit(session, "follow_up_resolved", follow_up_view(follow_up), need_id=follow_up.need_id)
             return follow_up_view(follow_up)
 
+    @timer(interval=300)
+    @rpc
+    def escalate_overdue_follow_ups(self):
+        """A follow-up its station has not resolved in time goes to the institute."""
+        now = utcnow()
+        days = config.get_float("LASTMILE_FOLLOW_UP_DAYS")
+        with self.db.session() as session:
+            stmt = sa.select(FollowUp).where(FollowUp.status == "open", FollowUp.escalated_at.is_(None)).limit(500)
+            if is_postgres(session):
+                stmt = stmt.with_for_update(skip_locked=True)
+            escalated = 0
+            for follow_up in session.scalars(stmt):
+                parent = sites.parent(follow_up.responsible_site_id)
+                if parent is None or not domain.overdue(follow_up.created_at, now, days):
+                    continue
+                follow_up.responsible_site_id, follow_up.escalated_at = parent, now
+                self.db.emit(session, "follow_up_escalated", follow_up_view(follow_up), need_id=follow_up.need_id)
+                escalated += 1
+            return escalated
+
+    # ---- the center's figures -----------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def stats(self, actor, query):
+        actor = Actor.from_dict(actor)
+        query = load(StatsQuerySchema(), query)
+        site_id = query["site_id"] or actor.site_id
+        if site_id is None:
+            raise InvalidInput("Say which site", {"site_id": ["Required."]})
+        if not actor.governs(site_id):
+            raise Forbidden("Only staff of this site or above see its figures")
+        inside_needs = sa.or_(ReportNeed.site_id == site_id, ReportNeed.site_id.startswith(site_id + "."))
+        inside_hours = sa.or_(ReportHours.site_id == site_id, ReportHours.site_id.startswith(site_id + "."))
+        need_stmt, hours_stmt = sa.select(ReportNeed).where(inside_needs), sa.select(ReportHours).where(inside_hours)
+        if query["from_"]:
+            need_stmt = need_stmt.where(ReportNeed.submitted_at >= start_of(query["from_"]))
+            hours_stmt = hours_stmt.where(ReportHours.service_date >= query["from_"])
+        if query["to"]:
+            need_stmt = need_stmt.where(ReportNeed.submitted_at < start_of(query["to"] + timedelta(days=1)))
+            hours_stmt = hours_stmt.where(ReportHours.service_date <= query["to"])
+        with self.db.session() as session:
+            needs = [report_row(n) for n in session.scalars(need_stmt)]
+            hours = [{"hours": h.hours, "site_id": h.site_id, "category": h.category}
+                     for h in session.scalars(hours_stmt)]
+        by_category = sorted({n["category"] for n in needs} | {h["category"] for h in hours if h["category"]})
+        by_site = sorted({domain.child_site(n["site_id"], site_id) for n in needs}
+                         | {domain.child_site(h["site_id"], site_id) for h in hours})
+        return {
+            "site_id": site_id,
+            "from": query["from_"].isoformat() if query["from_"] else None,
+            "to": query["to"].isoformat() if query["to"] else None,
+            **domain.figures(needs, hours),
+            "by_category": {c: domain.figures([n for n in needs if n["category"] == c],
+                                              [h for h in hours if h["category"] == c]) for c in by_category},
+            "by_site": {s: domain.figures([n for n in needs if domain.child_site(n["site_id"], site_id) == s],
+                                          [h for h in hours if domain.child_site(h["site_id"], site_id) == s])
+                        for s in by_site},
+        }
+
+    @event_handler("needs", "need_submitted")
+    def report_submitted(self, event):
+        self._report(event, "ratings.report_submitted",
+                     lambda report, at: setattr(report, "submitted_at", report.submitted_at or at))
+
+    @event_handler("needs", "need_status_changed")
+    def report_status(self, event):
+        def apply(report, at):
+            report.status = event["data"]["to"]
+            if event["data"]["to"] == "dispatching" and report.approved_at is None:
+                report.approved_at = at
+
+        self._report(event, "ratings.report_status", apply)
+
+    @event_handler("dispatch", "order_assigned")
+    def report_assigned(self, event):
+        def apply(report, at):
+            if report.accepted_at is None:  # the first acceptance counts, not a reassignment
+                report.accepted_at = at
+                report.minutes_to_accept = event["data"].get("minutes_to_accept")
+
+        self._report(event, "ratings.report_assigned", apply, snapshot=event["data"].get("need"))
+
+    @event_handler("volunteers", "hours_credited")
+    def report_hours(self, event):
+        data = event["data"]
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "ratings.report_hours"):
+                return
+            session.merge(ReportHours(entry_id=data["entry_id"], need_id=event["need_id"], site_id=data["site_id"],
+                                      category=data.get("category"), hours=data["hours"],
+                                      service_date=date.fromisoformat(data["service_date"])))
+
+    def _report(self, event, consumer, apply, snapshot=None):
+        snapshot = snapshot or event["data"]
+        at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, consumer):
+                return
+            # Events of one need arrive on several queues at once: create without racing.
+            insert_missing(session, ReportNeed.__table__, need_id=event["need_id"], site_id=snapshot["site_id"],
+                           category=snapshot["category"], status="submitted")
+            apply(session.get(ReportNeed, event["need_id"], with_for_update=True, populate_existing=True), at)
+
     @event_handler("volunteers", "service_completed")
     def on_service_completed(self, event):
         data = event["data"]
+        self._report(event, "ratings.report_completed", lambda report, at: (
+            setattr(report, "completed_at", report.completed_at or at),
+            setattr(report, "people_served", data.get("beneficiaries_served"))))
         with self.db.session() as session:
             if not self.db.first_delivery(session, event, "ratings.service_completed"):
                 return
@@ -185,7 +329,7 @@ class RatingsService:
                 return
             session.add(CompletedService(
                 need_id=event["need_id"], volunteer_id=data["volunteer_id"], team_id=data.get("team_id"),
-                owner_id=data.get("owner_id"),
+                project_id=data.get("project_id"), owner_id=data.get("owner_id"),
                 collector_id=data.get("collector_id"), site_id=data["site_id"], category=data["category"],
                 completed_at=utcnow(),
             ))
@@ -193,9 +337,8 @@ class RatingsService:
     def _add_to_score(self, session, subject_type, subject_id, stars):
         # Create the row if it is missing without racing another first rating of the
         # same subject (two inserts would make one rating fail), then lock it.
-        insert = (postgresql.insert if is_postgres(session) else sqlite.insert)(ScoreRow)
-        session.execute(insert.values(subject_type=subject_type, subject_id=subject_id, count=0, total=0.0,
-                                      distribution=domain.Score().distribution).on_conflict_do_nothing())
+        insert_missing(session, ScoreRow.__table__, subject_type=subject_type, subject_id=subject_id, count=0,
+                       total=0.0, distribution=domain.Score().distribution)
         row = session.get(ScoreRow, (subject_type, subject_id), with_for_update=True, populate_existing=True)
         score = domain.Score(count=row.count, total=row.total, distribution=dict(row.distribution))
         score.add(stars)

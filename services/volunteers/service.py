@@ -305,6 +305,7 @@ class VolunteersService:
             "check_in_at": _iso(record.check_in_at), "check_out_at": _iso(record.check_out_at),
             "flagged": record.flagged, "site_id": need["site_id"], "category": need["category"],
             "owner_id": need.get("owner_id"), "collector_id": need.get("collector_id"),
+            "project_id": need.get("project_id"),
         }
 
     def _close_service(self, session, assignment, volunteer, now, data):

@@ -217,3 +217,157 @@ def test_redelivered_service_completed_changes_nothing(ratings, tap, site_tree, 
 
     with Connection(uri) as conn:
         assert conn.channel().basic_get("lastmile.dead.ratings", no_ack=False) is None
+
+
+def test_an_unresolved_follow_up_passes_to_the_institute_after_three_days(ratings, tap, site_tree, infrastructure):
+    import sqlalchemy as sa
+
+    from lastmile.db import database_url
+
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    owner, need_id = actor("resident"), str(uuid.uuid4())
+    complete(uri, site_tree["station"], owner_id=owner["id"], need_id=need_id)
+    wait_rateable(ratings, need_id)
+    ratings.submit_rating(owner, need_id, {"stars": 1, "tags": ["rude"]})
+    station_staff, institute_staff = actor("staff", site_tree["station"]), actor("staff", site_tree["institute"])
+    assert ratings.list_follow_ups(station_staff, {})["total"] == 1
+
+    assert ratings.escalate_overdue_follow_ups() == 0  # not overdue yet
+    engine = sa.create_engine(database_url("ratings"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE follow_ups SET created_at = created_at - interval '73 hours' "
+                             "WHERE need_id = :n"), {"n": need_id})
+    engine.dispose()
+    assert ratings.escalate_overdue_follow_ups() == 1
+    assert ratings.escalate_overdue_follow_ups() == 0  # once
+
+    [escalated] = ratings.list_follow_ups(institute_staff, {})["items"]
+    assert escalated["responsible_site_id"] == site_tree["institute"] and escalated["escalated_at"]
+    assert ratings.list_follow_ups(station_staff, {})["total"] == 0
+    assert tap.wait("follow_up_escalated", need_id)[0]["data"]["responsible_site_id"] == site_tree["institute"]
+    assert ratings.resolve_follow_up(institute_staff, escalated["id"], {"note": "已电话回访"})["status"] == "resolved"
+
+
+def test_figures_match_a_scenario_whose_truth_is_known(ratings, site_tree, infrastructure):
+    """Five needs at two stations, told to the reporting view by the events every
+    service publishes, with known times."""
+    from datetime import datetime, timedelta, timezone
+
+    from lastmile.events import make_event
+
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    day = datetime(2026, 3, 10, 1, 0, tzinfo=timezone.utc)  # 09:00 in Haikou
+    a, b = site_tree["station"], site_tree["far_station"]
+    published = []
+
+    def event(source, type_, need_id, data, minutes):
+        published.append(publish_event(uri, source, type_, data, need_id=need_id, event=make_event(
+            source, type_, data, need_id=need_id, occurred_at=day + timedelta(minutes=minutes))))
+
+    plan = [  # station, category, approved, accepted after minutes, served, hours, stars
+        (a, "health", True, 10, 3, 1.5, 5),
+        (a, "health", True, 30, 1, 2.0, 3),
+        (a, "culture", True, None, None, None, None),   # approved, never accepted (unfilled)
+        (b, "health", True, 20, 6, 0.5, None),          # completed, not rated
+        (b, "culture", False, None, None, None, None),  # still waiting for review
+    ]
+    for station, category, approved, accept_after, served, hours, stars in plan:
+        need_id = str(uuid.uuid4())
+        snapshot = {"site_id": station, "category": category, "need_id": need_id}
+        event("needs", "need_submitted", need_id, snapshot, 0)
+        if approved:
+            event("needs", "need_status_changed", need_id, {**snapshot, "from": "submitted", "to": "dispatching"}, 5)
+        if accept_after is not None:
+            event("dispatch", "order_assigned", need_id,
+                  {"need": snapshot, "minutes_to_accept": float(accept_after), "volunteer_id": "v"}, 5 + accept_after)
+            event("volunteers", "service_completed", need_id,
+                  {**snapshot, "volunteer_id": "v", "beneficiaries_served": served, "owner_id": "o"}, 120)
+            event("volunteers", "hours_credited", need_id,
+                  {"entry_id": str(uuid.uuid4()), "hours": hours, "site_id": station, "category": category,
+                   "service_date": "2026-03-10", "volunteer_id": "v"}, 120)
+            if stars:
+                wait_rateable_by(ratings, need_id, "o")
+                ratings.submit_rating({"id": "o", "role": "resident", "site_id": None, "name": "o"}, need_id,
+                                      {"stars": stars})
+
+    staff = actor("staff", site_tree["district"])
+
+    def settled():
+        figures = ratings.stats(staff, {"from": "2026-03-10", "to": "2026-03-10"})
+        return figures if figures["volunteer_hours"] == 4.0 and figures["needs_submitted"] == 5 else None
+
+    figures = wait_for(settled, timeout=20, message="the reporting view to catch up")
+    assert figures["needs_completed"] == figures["services_held"] == 3
+    assert figures["people_served"] == 10
+    assert figures["average_rating"] == 4.0 and figures["ratings"] == 2
+    assert figures["fill_rate"] == 0.75  # 3 accepted of 4 approved
+    assert figures["median_minutes_to_acceptance"] == 20.0
+    assert figures["by_category"]["health"]["needs_submitted"] == 3
+    assert figures["by_category"]["culture"]["fill_rate"] == 0.0
+    institute, street = site_tree["institute"], site_tree["other_institute"]
+    assert figures["by_site"][institute]["volunteer_hours"] == 3.5
+    assert figures["by_site"][street]["people_served"] == 6
+    assert ratings.stats(staff, {"from": "2026-03-11"})["needs_submitted"] == 0
+    with pytest.raises(Forbidden):
+        ratings.stats(actor("staff", site_tree["institute"]), {"site_id": site_tree["district"]})
+    with pytest.raises(InvalidInput):
+        ratings.stats(staff, {"from": "2026-03-11", "to": "2026-03-10"})
+
+
+def wait_rateable_by(ratings, need_id, owner_id):
+    def known():
+        try:
+            ratings.submit_rating(actor("resident"), need_id, {"stars": 5})
+        except Conflict:
+            return False
+        except Forbidden:
+            return True
+
+    wait_for(known, timeout=10, message="the service to be rateable")
+
+
+def test_a_poor_rating_moves_a_volunteer_down_the_next_dispatch_ranking(run_services, rpc, tap, site_tree,
+                                                                        infrastructure):
+    """Twin stations with twin volunteers: only the rated one changes its order."""
+    import sqlalchemy as sa
+
+    from lastmile.db import database_url
+    from services.dispatch.service import DispatchService
+
+    run_services(RatingsService, DispatchService)
+    uri = infrastructure["LASTMILE_AMQP_URI"]
+    lat, lon, km = 19.78, 110.49, 1 / 111.0
+    twins = {}
+    for station in (site_tree["station"], site_tree["other_station"]):
+        for name, distance in (("near", 0.1), ("far", 0.3)):
+            data = {"volunteer_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "name": name,
+                    "skills": ["health"], "site_id": station, "lat": lat + distance * km, "lon": lon,
+                    "availability": None, "status": "active", "revision": 1}
+            publish_event(uri, "volunteers", "volunteer_registered", data)
+            twins[(station, name)] = data["volunteer_id"]
+    engine = sa.create_engine(database_url("dispatch"))
+
+    def candidate(volunteer_id):
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT rating_count FROM candidates WHERE volunteer_id = :v"),
+                                {"v": volunteer_id}).first()
+
+    wait_for(lambda: all(candidate(v) is not None for v in twins.values()), 10, message="the projection")
+    rated = twins[(site_tree["station"], "near")]
+    owner, earlier_need = actor("resident"), str(uuid.uuid4())
+    complete(uri, site_tree["station"], owner_id=owner["id"], volunteer_id=rated, need_id=earlier_need)
+    wait_rateable(ratings := rpc.ratings, earlier_need)
+    ratings.submit_rating(owner, earlier_need, {"stars": 1})
+    wait_for(lambda: candidate(rated)[0] == 1, 10, message="dispatch to hear of the rating")
+    engine.dispose()
+
+    first_offers = {}
+    for station in (site_tree["station"], site_tree["other_station"]):
+        need_id = str(uuid.uuid4())
+        publish_event(uri, "needs", "need_approved", {
+            "need_id": need_id, "category": "health", "site_id": station, "urgency": "normal", "title": "量血压",
+            "window_start": None, "window_end": None, "lat": lat, "lon": lon, "beneficiaries": 1,
+            "owner_id": owner["id"], "collector_id": None, "project_id": None}, need_id=need_id)
+        first_offers[station] = tap.wait("offer_made", need_id)[0]["data"]["volunteer_id"]
+    assert first_offers[site_tree["other_station"]] == twins[(site_tree["other_station"], "near")]  # the control
+    assert first_offers[site_tree["station"]] == twins[(site_tree["station"], "far")]
