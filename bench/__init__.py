@@ -1,0 +1,1 @@
+"""Benchmarks and simulations of Lastmile (see bench/README.md)."""
