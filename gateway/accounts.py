@@ -10,16 +10,27 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from marshmallow import fields, validate
 
-from gateway.models import Account, Setting
+from gateway.models import Account, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.db import new_id, utcnow
-from lastmile.errors import Conflict, InvalidInput, Unauthorized
+from lastmile.db import insert_missing, new_id, utcnow
+from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, Unauthorized
 from lastmile.store import Store
 from lastmile.validation import StrictSchema, phone_field, site_id_field
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=1)
+
+
+class TooManyLogins(LastmileError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message, details=None, retry_after=60):
+        super().__init__(message, details)
+        self.headers = {"Retry-After": str(retry_after)}
 # Verified against when the phone is unknown, so timing does not reveal which phones exist.
 _DUMMY_HASH = hasher.hash("not a password of anyone")
 
@@ -34,6 +45,11 @@ class RegisterSchema(StrictSchema):
 class AccountCreateSchema(RegisterSchema):
     role = fields.String(required=True, validate=validate.OneOf(("collector", "staff", "admin")))
     site_id = site_id_field(load_default=None, allow_none=True)
+
+
+class PasswordChangeSchema(StrictSchema):
+    old_password = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    new_password = fields.String(required=True, validate=validate.Length(min=8, max=128))
 
 
 class TokenSchema(StrictSchema):
@@ -101,23 +117,58 @@ class Accounts:
             return account_view(account)
 
     def issue_token(self, phone, password):
+        now = utcnow()
         with self.store.Session.begin() as session:
+            insert_missing(session, LoginFailures.__table__, phone=phone, count=0, locked_until=None)
+            failures = session.get(LoginFailures, phone, with_for_update=True, populate_existing=True)
+            if failures.locked_until and failures.locked_until > now:
+                wait = int((failures.locked_until - now).total_seconds()) + 1
+                raise TooManyLogins("Too many failed logins for this phone; try again later",
+                                    {"retry_after": wait}, retry_after=wait)
             account = session.scalars(sa.select(Account).where(Account.phone == phone)).first()
             try:
                 hasher.verify(account.password_hash if account else _DUMMY_HASH, password)
             except (VerifyMismatchError, InvalidHashError):
                 account = None
-            if account is None:
-                raise Unauthorized("Wrong phone or password")
-            ttl = config.get_int("LASTMILE_TOKEN_TTL")
-            now = utcnow()
-            claims = {
-                "sub": account.id, "role": account.role, "site_id": account.site_id, "name": account.name,
-                "ver": account.token_version, "iat": now, "exp": now + timedelta(seconds=ttl),
-            }
-            token = jwt.encode(claims, self.store.secret, algorithm="HS256")
-            return {"access_token": token, "token_type": "bearer", "expires_in": ttl,
-                    "user": {"id": account.id, "role": account.role, "site_id": account.site_id, "name": account.name}}
+        if account is None:
+            self._count_failure(phone, now)
+            raise Unauthorized("Wrong phone or password")
+        with self.store.Session.begin() as session:
+            session.execute(sa.update(LoginFailures).where(LoginFailures.phone == phone)
+                            .values(count=0, locked_until=None))
+            return self._token_for(account)
+
+    def _count_failure(self, phone, now):
+        # Its own transaction: the failure must count even though the login fails.
+        with self.store.Session.begin() as session:
+            failures = session.get(LoginFailures, phone, with_for_update=True, populate_existing=True)
+            failures.count += 1
+            if failures.count >= MAX_FAILED_LOGINS:
+                failures.count, failures.locked_until = 0, now + LOCKOUT
+
+    def change_password(self, actor, data):
+        """A new password, and every token issued before it stops working."""
+        with self.store.Session.begin() as session:
+            account = session.get(Account, actor.id, with_for_update=True)
+            try:
+                hasher.verify(account.password_hash, data["old_password"])
+            except (VerifyMismatchError, InvalidHashError):
+                raise Forbidden("The current password is not right")
+            account.password_hash = hasher.hash(data["new_password"])
+            account.token_version += 1
+            session.flush()
+            return self._token_for(account)
+
+    def _token_for(self, account):
+        ttl = config.get_int("LASTMILE_TOKEN_TTL")
+        now = utcnow()
+        claims = {
+            "sub": account.id, "role": account.role, "site_id": account.site_id, "name": account.name,
+            "ver": account.token_version, "iat": now, "exp": now + timedelta(seconds=ttl),
+        }
+        token = jwt.encode(claims, self.store.secret, algorithm="HS256")
+        return {"access_token": token, "token_type": "bearer", "expires_in": ttl,
+                "user": {"id": account.id, "role": account.role, "site_id": account.site_id, "name": account.name}}
 
     def authenticate(self, header):
         """The actor behind an ``Authorization: Bearer`` header, or 401."""

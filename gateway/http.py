@@ -2,22 +2,21 @@
 error body of the public contract, limits, request ids and RPC with timeouts."""
 import json
 import logging
+import time
 import uuid
 
 import eventlet
+from amqp.exceptions import ChannelError
+from kombu import Connection
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from gateway.observability import HTTP_REQUESTS, HTTP_SECONDS, RPC_CALLS, RPC_SECONDS
 from lastmile import config
-from lastmile.errors import (
-    InvalidInput,
-    LastmileError,
-    ServiceTimeout,
-    ServiceUnavailable,
-)
+from lastmile.errors import InvalidInput, LastmileError, ServiceTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,13 @@ class JsonWsgiApp(WsgiApp):
     def __call__(self, environ, start_response):
         environ[REQUEST_ID] = (environ.get(REQUEST_ID) or uuid.uuid4().hex)[:64]
 
+        started = time.perf_counter()
+        route = "unmatched"
+
         def start_with_id(status, headers, exc_info=None):
             headers.append(("X-Request-Id", environ[REQUEST_ID]))
+            HTTP_REQUESTS.labels(environ.get("REQUEST_METHOD", ""), route, status.split(" ", 1)[0]).inc()
+            HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
             return start_response(status, headers, exc_info)
 
         try:
@@ -73,6 +77,7 @@ class JsonWsgiApp(WsgiApp):
         adapter = self.url_map.bind_to_environ(environ)
         try:
             provider, values = adapter.match()
+            route = provider.url
             request.path_values = values
             response = provider.handle_request(request)
         except HTTPException as exc:
@@ -97,7 +102,7 @@ class ApiRoute(HttpRequestHandler):
 
     def response_from_exception(self, exc):
         if isinstance(exc, LastmileError):
-            return error_response(exc.status, exc.code, exc.message, exc.details)
+            return error_response(exc.status, exc.code, exc.message, exc.details, getattr(exc, "headers", None))
         log.error("unhandled error in %s", self.method_name, exc_info=(type(exc), exc, exc.__traceback__))
         return error_response(500, "internal_error", "Something went wrong on our side")
 
@@ -137,16 +142,58 @@ class UnsupportedMediaType(LastmileError):
     code = "unsupported_media_type"
 
 
+class ServiceWatch:
+    """Whether a service has a process consuming its RPC queue, asked of RabbitMQ at
+    most once a second per service, so that a stopped service answers 503 at once
+    instead of leaving the request in its queue to be acted on much later."""
+
+    def __init__(self, ttl=1.0):
+        self.ttl = ttl
+        self.known = {}
+
+    def consumers(self, service):
+        now = time.monotonic()
+        cached = self.known.get(service)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            with Connection(config.get("LASTMILE_AMQP_URI"), connect_timeout=1) as conn:
+                _, _, count = conn.channel().queue_declare(f"rpc-{service}", passive=True)
+        except ChannelError:
+            count = 0  # no such queue: the service never ran
+        except Exception as exc:
+            raise ServiceUnavailable("The message broker is not reachable", {"broker": str(exc)})
+        self.known[service] = (now, count)
+        return count
+
+
+watch = ServiceWatch()
+
+
 def call(proxy, service, method, *args, timeout=None):
     """One RPC with a deadline: 504 when the service does not answer in time,
     503 when no such service is running."""
     seconds = timeout or config.get_float("LASTMILE_RPC_TIMEOUT")
+    if not watch.consumers(service):
+        raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
+    started, outcome = time.perf_counter(), "ok"
     try:
         with eventlet.Timeout(seconds, ServiceTimeout(f"The {service} service did not answer in time",
                                                       {"service": service})):
             return getattr(proxy, method)(*args)
     except UnknownService:
+        outcome = "unavailable"
         raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
     except RemoteError as exc:
+        outcome = "failed"
         log.error("%s.%s failed: %s", service, method, exc)
         raise InternalError(f"The {service} service failed", {"service": service}) from exc
+    except ServiceTimeout:
+        outcome = "timeout"
+        raise
+    except LastmileError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        RPC_CALLS.labels(service, method, outcome).inc()
+        RPC_SECONDS.labels(service).observe(time.perf_counter() - started)

@@ -22,6 +22,15 @@ class Account(Base):
     created_at = mapped_column(UTCDateTime, nullable=False)
 
 
+class LoginFailures(Base):
+    """Failed logins in a row per phone: five lock the phone out for a minute."""
+
+    __tablename__ = "login_failures"
+    phone: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    locked_until = mapped_column(UTCDateTime, nullable=True)
+
+
 class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

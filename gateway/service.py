@@ -6,16 +6,14 @@ from pathlib import Path
 import eventlet
 from kombu import Connection
 from nameko.rpc import RpcProxy
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Response
 
-from gateway.accounts import (
-    AccountCreateSchema,
-    GatewayStore,
-    RegisterSchema,
-    TokenSchema,
-)
+from gateway.accounts import AccountCreateSchema, GatewayStore, PasswordChangeSchema, RegisterSchema, TokenSchema
 from gateway.certificates import render_pdf
 from gateway.http import API, ApiRoute, call, json_response, read_json
+from gateway.limits import check_rate
+from gateway.observability import exposition
 from gateway.models import MESSAGING, Base
 from lastmile import config
 from lastmile.errors import Forbidden, InvalidInput, LastmileError, NotFound
@@ -27,15 +25,19 @@ ANYONE = None
 STAFF = ("staff", "admin")
 
 
-def route(method, path, roles=ANYONE, public=False, status=200):
+def route(method, path, roles=ANYONE, public=False, status=200, limited=True):
     """Declare a route: who may call it (``public``, or any signed-in caller, or
-    only ``roles``) and the status of its answer."""
+    only ``roles``), whether request-rate limits apply, and its answer's status."""
 
     def decorate(handler):
         def entrypoint(self, request, **path_values):
             actor = None
+            if limited:
+                check_rate(request.remote_addr)
             if not public:
                 actor = self.accounts.authenticate(request.headers.get("Authorization"))
+                if limited:
+                    check_rate(None, actor.id)
                 if roles is not ANYONE and actor.role not in roles:
                     raise Forbidden(f"This needs one of the roles: {', '.join(roles)}")
             result = handler(self, request, actor, **path_values)
@@ -47,7 +49,8 @@ def route(method, path, roles=ANYONE, public=False, status=200):
 
         entrypoint.__name__ = handler.__name__
         entrypoint.__doc__ = handler.__doc__
-        entrypoint.lastmile_route = {"method": method, "path": path, "roles": roles, "public": public}
+        entrypoint.lastmile_route = {"method": method, "path": path, "roles": roles, "public": public,
+                                     "status": status}
         return ApiRoute.decorator(method, path)(entrypoint)
 
     return decorate
@@ -76,11 +79,26 @@ class GatewayService:
 
     # ---- operations ---------------------------------------------------------------
 
-    @route("GET", "/healthz", public=True)
+    @route("GET", "/healthz", public=True, limited=False)
     def healthz(self, request, actor):
         return {"status": "ok"}
 
-    @route("GET", "/readyz", public=True)
+    @route("GET", "/metrics", public=True, limited=False)
+    def metrics(self, request, actor):
+        """Prometheus text: the gateway's requests and RPC calls, and each running
+        service's events published and consumed."""
+        pool = eventlet.GreenPool()
+
+        def samples(name):
+            try:
+                return name, self.rpc(name, "metrics", timeout=1)
+            except LastmileError:
+                return name, []
+
+        by_service = dict(pool.imap(samples, BACKENDS))
+        return Response(exposition(by_service), content_type=CONTENT_TYPE_LATEST)
+
+    @route("GET", "/readyz", public=True, limited=False)
     def readyz(self, request, actor):
         """200 only when the broker and every service answer."""
         checks = {"broker": self._check_broker()}
@@ -127,6 +145,12 @@ class GatewayService:
             self.rpc("needs", "get_site", data["site_id"])
         site_id = data.pop("site_id")
         return self.accounts.register(data, site_id=site_id)
+
+    @route("POST", API + "/auth/password")
+    def change_password(self, request, actor):
+        """A new password; every token issued before it stops working."""
+        data = load(PasswordChangeSchema(), read_json(request))
+        return self.accounts.change_password(actor, data)
 
     @route("GET", API + "/me")
     def me(self, request, actor):

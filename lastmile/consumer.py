@@ -17,6 +17,7 @@ from nameko.standalone.events import get_event_exchange
 
 from lastmile import config
 from lastmile.errors import NotReady
+from lastmile.metrics import EVENTS_CONSUMED
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ class ReliableEventHandler(EventHandler):
         super(EventHandler, self).setup()
 
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
-        if exc_info is not None:
+        handler = f"{self.container.service_name}.{self.method_name}"
+        if exc_info is None:
+            EVENTS_CONSUMED.labels(handler, "handled").inc()
+        else:
             try:
                 self._retry_later(message, exc_info)
             except Exception:
@@ -111,6 +115,7 @@ class ReliableEventHandler(EventHandler):
                 seconds = delays[attempt - 1]
                 level = logging.INFO if issubclass(exc_info[0], NotReady) else logging.WARNING
                 log.log(level, "%s failed (%s); retry %d in %ds", self.queue.name, error, attempt, seconds)
+                EVENTS_CONSUMED.labels(f"{self.container.service_name}.{self.method_name}", "retried").inc()
                 producer.publish(
                     message.body, exchange=delay_exchange(seconds), routing_key=self.queue.name,
                     headers=headers, content_type=message.content_type,
@@ -119,6 +124,7 @@ class ReliableEventHandler(EventHandler):
             else:
                 dead = dead_letter_queue(self.container.service_name)
                 log.error("%s failed %d times (%s); dead-lettered to %s", self.queue.name, attempt, error, dead.name)
+                EVENTS_CONSUMED.labels(f"{self.container.service_name}.{self.method_name}", "dead_lettered").inc()
                 producer.publish(
                     message.body, exchange="", routing_key=dead.name, headers=headers,
                     content_type=message.content_type, content_encoding=message.content_encoding,

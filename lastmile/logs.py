@@ -4,7 +4,12 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from eventlet.corolocal import local
+
 from lastmile import config
+
+# The request id of the work a greenthread is doing, set by every service's Store.
+current = local()
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
+        request_id = getattr(record, "request_id", None) or getattr(current, "request_id", None)
         if request_id:
             entry["request_id"] = request_id
         if record.exc_info:

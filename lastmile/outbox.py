@@ -16,6 +16,7 @@ from kombu import Connection, Producer
 from lastmile import topology
 from lastmile.consumer import event_exchange
 from lastmile.db import UTCDateTime, is_postgres, utcnow
+from lastmile.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -141,4 +142,6 @@ class OutboxRelay:
                 .where(self.outbox.c.id.in_([row.id for row in rows]))
                 .values(published_at=utcnow())
             )
-            return len(rows)
+        for row in rows:
+            EVENTS_PUBLISHED.labels(row.type).inc()
+        return len(rows)

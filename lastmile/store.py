@@ -7,9 +7,10 @@ import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import sessionmaker
 
-from lastmile import config
+from lastmile import config, logs
 from lastmile.db import insert_missing, make_engine, migrate, utcnow
 from lastmile.events import make_event
+from lastmile.metrics import EVENTS_CONSUMED
 from lastmile.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class UnitOfWork:
         it already was, so a redelivered event changes nothing."""
         # INSERT … ON CONFLICT DO NOTHING: a copy delivered to another replica at the
         # same moment waits for the first to commit, then finds the row and skips.
-        return insert_missing(session, self._store.consumed, event_id=event["event_id"], consumer=consumer,
-                              consumed_at=utcnow())
+        first = insert_missing(session, self._store.consumed, event_id=event["event_id"], consumer=consumer,
+                               consumed_at=utcnow())
+        if not first:
+            EVENTS_CONSUMED.labels(consumer, "duplicate").inc()
+        return first
 
 
 class Store(DependencyProvider):
@@ -89,3 +93,10 @@ class Store(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return UnitOfWork(self, worker_ctx)
+
+    def worker_setup(self, worker_ctx):
+        # Every log line of this worker carries the request id it serves.
+        logs.current.request_id = worker_ctx.context_data.get("request_id")
+
+    def worker_teardown(self, worker_ctx):
+        logs.current.request_id = None

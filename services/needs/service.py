@@ -12,6 +12,7 @@ from lastmile.consumer import event_handler
 from lastmile.db import new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from lastmile.events import isoformat
+from lastmile.service import LastmileService
 from lastmile.store import Store
 from lastmile.validation import load, mask_id_number, mask_phone, mask_text
 from services.needs import domain, schemas
@@ -126,16 +127,10 @@ def fingerprint(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class NeedsService:
+class NeedsService(LastmileService):
     name = "needs"
 
     db = Store(Base.metadata, MIGRATIONS, MESSAGING)
-
-    @rpc
-    def health(self):
-        with self.db.session() as session:
-            session.execute(sa.text("SELECT 1"))
-        return {"service": self.name, "ok": True}
 
     # ---- sites and categories -------------------------------------------------
 

@@ -14,6 +14,7 @@ from lastmile.consumer import event_handler
 from lastmile.db import insert_missing, is_postgres, new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound
 from lastmile.events import isoformat
+from lastmile.service import LastmileService
 from lastmile.store import Store
 from lastmile.validation import QuerySchema, StrictSchema, load, site_id_field
 from services.ratings import domain
@@ -103,16 +104,10 @@ def _paged(session, stmt, order_by, query, view):
     return {"items": [view(row) for row in rows], "total": total, "page": page, "page_size": size}
 
 
-class RatingsService:
+class RatingsService(LastmileService):
     name = "ratings"
 
     db = Store(Base.metadata, MIGRATIONS, MESSAGING)
-
-    @rpc
-    def health(self):
-        with self.db.session() as session:
-            session.execute(sa.text("SELECT 1"))
-        return {"service": self.name, "ok": True}
 
     @rpc(expected_exceptions=EXPECTED)
     def submit_rating(self, actor, need_id, data):

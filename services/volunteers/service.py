@@ -12,6 +12,7 @@ from lastmile.consumer import event_handler
 from lastmile.db import new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from lastmile.events import isoformat
+from lastmile.service import LastmileService
 from lastmile.store import Store
 from lastmile.validation import load, mask_id_number, mask_phone
 from services.volunteers import domain, schemas
@@ -93,16 +94,10 @@ def local_date(moment):
     return (moment + timedelta(hours=LOCAL_DAY_OFFSET_HOURS)).date()
 
 
-class VolunteersService:
+class VolunteersService(LastmileService):
     name = "volunteers"
 
     db = Store(Base.metadata, MIGRATIONS, MESSAGING)
-
-    @rpc
-    def health(self):
-        with self.db.session() as session:
-            session.execute(sa.text("SELECT 1"))
-        return {"service": self.name, "ok": True}
 
     # ---- profiles ------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ def stack(stack_environment):
         # Seconds-long services must earn measurable hours in a test.
         "LASTMILE_HOURS_MINIMUM_MINUTES": "0",
         "LASTMILE_HOURS_STEP_MINUTES": "0.02",
+        # Tests poll quickly from one address; the limit itself is tested in tests/service/test_gateway.py.
+        "LASTMILE_RATE_LIMIT": "0",
     })
     process = subprocess.Popen(
         [sys.executable, "-m", "lastmile.stack", "--demo", "--ready-timeout", "120"],

@@ -1,0 +1,141 @@
+"""The gateway in a nameko container on the real broker: limits, slow and absent
+services, readiness, metrics, tokens. Backends are real or stand-ins as each
+test needs."""
+import time
+import uuid
+
+import eventlet
+import pytest
+import requests
+from nameko.rpc import rpc
+
+from gateway.service import GatewayService
+from services.needs.service import NeedsService
+from tests.e2e.conftest import free_port
+
+ADMIN_PHONE, ADMIN_PASSWORD = "13800000000", "gateway-admin-pass"
+
+
+class HungVolunteers:
+    """Stands in for a volunteers service that takes the request and never answers."""
+
+    name = "volunteers"
+
+    @rpc
+    def get_volunteer(self, actor, volunteer_id):
+        eventlet.sleep(30)
+
+    @rpc
+    def health(self):
+        eventlet.sleep(30)
+
+
+@pytest.fixture
+def gateway(run_services, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("LASTMILE_PORT", str(port))
+    monkeypatch.setenv("LASTMILE_ADMIN_PHONE", ADMIN_PHONE)
+    monkeypatch.setenv("LASTMILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.setenv("LASTMILE_RATE_LIMIT", "0")
+    run_services(GatewayService)
+    base = f"http://127.0.0.1:{port}"
+    token = requests.post(base + "/api/v1/auth/token", json={"phone": ADMIN_PHONE, "password": ADMIN_PASSWORD},
+                          timeout=5).json()["access_token"]
+    return base, {"Authorization": f"Bearer {token}"}
+
+
+def timed(method, url, **kwargs):
+    started = time.monotonic()
+    response = requests.request(method, url, timeout=10, **kwargs)
+    return response, time.monotonic() - started
+
+
+def test_a_stopped_service_is_503_and_a_hung_one_504_within_two_seconds(gateway, run_services):
+    base, admin = gateway
+    run_services(HungVolunteers)
+    down, seconds = timed("GET", base + "/api/v1/needs/some-id", headers=admin)
+    assert down.status_code == 503 and seconds < 2
+    assert down.json()["error"]["details"]["service"] == "needs"
+    hung, seconds = timed("GET", base + "/api/v1/volunteers/some-id", headers=admin)
+    assert hung.status_code == 504 and seconds < 2.5
+    assert hung.json()["error"]["code"] == "service_timeout"
+    ready, seconds = timed("GET", base + "/readyz")
+    assert ready.status_code == 503 and seconds < 3
+    assert {"needs", "dispatch", "ratings", "volunteers"} <= set(ready.json()["missing"])
+    assert ready.json()["checks"]["broker"] == "ok"
+
+
+def test_readyz_turns_ready_when_a_service_starts(gateway, run_services):
+    base, admin = gateway
+    run_services(NeedsService)
+    body = requests.get(base + "/readyz", timeout=5).json()
+    assert body["checks"]["needs"] == "ok" and "needs" not in body["missing"]
+    sites = requests.get(base + "/api/v1/sites", timeout=5)
+    assert sites.status_code == 200 and "items" in sites.json()
+
+
+def test_requests_over_the_rate_limit_get_429_with_retry_after(gateway, monkeypatch):
+    base, admin = gateway
+    monkeypatch.setenv("LASTMILE_RATE_LIMIT", "3")
+    answers = [requests.get(base + "/api/v1/me", headers=admin, timeout=5) for _ in range(4)]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    assert answers[3].status_code == 429 and 1 <= int(answers[3].headers["Retry-After"]) <= 61
+    assert answers[3].json()["error"]["code"] == "too_many_requests"
+    assert requests.get(base + "/healthz", timeout=5).status_code == 200  # operations are not limited
+
+
+def resident(base):
+    phone = "137" + str(uuid.uuid4().int)[:8]
+    body = {"phone": phone, "password": "first-password", "name": "居民", "role": "resident"}
+    assert requests.post(base + "/api/v1/auth/register", json=body, timeout=5).status_code == 201
+    token = requests.post(base + "/api/v1/auth/token", json={"phone": phone, "password": "first-password"},
+                          timeout=5).json()["access_token"]
+    return phone, {"Authorization": f"Bearer {token}"}
+
+
+def test_five_failed_logins_lock_the_phone_for_a_minute(gateway):
+    base, _ = gateway
+    phone, _ = resident(base)
+    wrong = {"phone": phone, "password": "not-the-password"}
+    codes = [requests.post(base + "/api/v1/auth/token", json=wrong, timeout=5).status_code for _ in range(5)]
+    assert codes == [401] * 5
+    locked = requests.post(base + "/api/v1/auth/token", json={"phone": phone, "password": "first-password"},
+                           timeout=5)
+    assert locked.status_code == 429 and 50 <= int(locked.headers["Retry-After"]) <= 61
+
+
+def test_a_good_login_clears_the_count_of_failures(gateway):
+    base, _ = gateway
+    phone, _ = resident(base)
+    for _ in range(4):
+        requests.post(base + "/api/v1/auth/token", json={"phone": phone, "password": "nope"}, timeout=5)
+    good = {"phone": phone, "password": "first-password"}
+    assert requests.post(base + "/api/v1/auth/token", json=good, timeout=5).status_code == 200
+    requests.post(base + "/api/v1/auth/token", json={"phone": phone, "password": "nope"}, timeout=5)
+    assert requests.post(base + "/api/v1/auth/token", json=good, timeout=5).status_code == 200
+
+
+def test_changing_the_password_revokes_older_tokens(gateway):
+    base, _ = gateway
+    _, admin = resident(base)
+    refused = requests.post(base + "/api/v1/auth/password", headers=admin, timeout=5,
+                            json={"old_password": "wrong", "new_password": "a-new-password"})
+    assert refused.status_code == 403
+    changed = requests.post(base + "/api/v1/auth/password", headers=admin, timeout=5,
+                            json={"old_password": "first-password", "new_password": "a-new-password"})
+    assert changed.status_code == 200
+    assert requests.get(base + "/api/v1/me", headers=admin, timeout=5).status_code == 401
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert requests.get(base + "/api/v1/me", headers=fresh, timeout=5).status_code == 200
+
+
+def test_metrics_count_requests_by_route_and_status(gateway, run_services):
+    base, admin = gateway
+    run_services(NeedsService)
+    requests.get(base + "/api/v1/categories", timeout=5)
+    requests.get(base + "/api/v1/no-such-thing", timeout=5)
+    text = requests.get(base + "/metrics", timeout=5).text
+    assert 'lastmile_http_requests_total{method="GET",route="/api/v1/categories",status="200"}' in text
+    assert 'route="unmatched",status="404"' in text
+    assert 'lastmile_rpc_calls_total{method="list_categories",outcome="ok",service="needs"}' in text
+    assert "lastmile_http_request_seconds_bucket" in text
