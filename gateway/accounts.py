@@ -1,5 +1,6 @@
 """Accounts, passwords and tokens: argon2 hashes, HS256 tokens that carry the
 role and site, and the first admin from the environment."""
+import hashlib
 import logging
 import secrets
 from datetime import timedelta
@@ -10,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from marshmallow import fields, validate
 
-from gateway.models import Account, LoginFailures, Setting
+from gateway.models import Account, ApiKey, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.db import insert_missing, new_id, utcnow
@@ -50,6 +51,10 @@ class AccountCreateSchema(RegisterSchema):
 class PasswordChangeSchema(StrictSchema):
     old_password = fields.String(required=True, validate=validate.Length(min=1, max=128))
     new_password = fields.String(required=True, validate=validate.Length(min=8, max=128))
+
+
+class ApiKeySchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=2, max=80))
 
 
 class TokenSchema(StrictSchema):
@@ -189,6 +194,27 @@ class Accounts:
             if account is None or account.token_version != claims["ver"]:
                 raise Unauthorized("The token has been revoked")
             return Actor(id=account.id, role=account.role, site_id=account.site_id, name=account.name)
+
+    def issue_api_key(self, actor, name):
+        """A new key for another system; shown once, kept only as its hash."""
+        key = "lmk_" + secrets.token_urlsafe(32)
+        with self.store.Session.begin() as session:
+            record = ApiKey(id=new_id(), name=name, key_hash=hashlib.sha256(key.encode()).hexdigest(),
+                            created_by=actor.id, created_at=utcnow(), revoked=False)
+            session.add(record)
+            return {"id": record.id, "name": name, "api_key": key,
+                    "created_at": record.created_at.isoformat().replace("+00:00", "Z")}
+
+    def api_key_actor(self, key):
+        """The actor an API key writes as (a collector registering for residents), or None."""
+        if not key:
+            return None
+        with self.store.Session() as session:
+            record = session.scalars(sa.select(ApiKey).where(
+                ApiKey.key_hash == hashlib.sha256(key.encode()).hexdigest(), ApiKey.revoked.is_(False))).first()
+            if record is None:
+                return None
+            return Actor(id=record.id, role="collector", site_id=None, name=record.name)
 
     def account(self, account_id):
         with self.store.Session() as session:

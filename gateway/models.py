@@ -31,6 +31,19 @@ class LoginFailures(Base):
     locked_until = mapped_column(UTCDateTime, nullable=True)
 
 
+class ApiKey(Base):
+    """A key an admin issued to another system, e.g. for Open311 writes. Only its
+    SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(sa.String(36))
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    revoked: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
 class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

@@ -9,11 +9,14 @@ from nameko.rpc import RpcProxy
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Response
 
-from gateway.accounts import AccountCreateSchema, GatewayStore, PasswordChangeSchema, RegisterSchema, TokenSchema
+from gateway.accounts import (
+    AccountCreateSchema, ApiKeySchema, GatewayStore, PasswordChangeSchema, RegisterSchema, TokenSchema,
+)
 from gateway.certificates import render_pdf
 from gateway.http import API, ApiRoute, call, json_response, read_json
 from gateway.limits import check_rate
 from gateway.observability import exposition
+from gateway.open311 import Open311Routes
 from gateway.models import MESSAGING, Base
 from lastmile import config
 from lastmile.errors import Forbidden, InvalidInput, LastmileError, NotFound
@@ -65,7 +68,7 @@ def query_of(request):
     return request.args.to_dict()
 
 
-class GatewayService:
+class GatewayService(Open311Routes):
     name = "gateway"
 
     accounts = GatewayStore(Base.metadata, MIGRATIONS, MESSAGING)
@@ -151,6 +154,12 @@ class GatewayService:
         """A new password; every token issued before it stops working."""
         data = load(PasswordChangeSchema(), read_json(request))
         return self.accounts.change_password(actor, data)
+
+    @route("POST", API + "/open311/keys", roles=("admin",), status=201)
+    def issue_api_key(self, request, actor):
+        """A key for another system to file needs through Open311; shown only now."""
+        data = load(ApiKeySchema(), read_json(request))
+        return self.accounts.issue_api_key(actor, data["name"])
 
     @route("GET", API + "/me")
     def me(self, request, actor):

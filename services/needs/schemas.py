@@ -1,6 +1,6 @@
 from datetime import timezone
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from lastmile.validation import QuerySchema, StrictSchema, category_field, phone_field, site_id_field
 from services.needs import domain
@@ -42,8 +42,18 @@ class ApproveSchema(StrictSchema):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
+def _check_statuses(value):
+    unknown = [s for s in value.split(",") if s not in domain.STATUSES]
+    if unknown:
+        raise ValidationError(f"Unknown status {', '.join(unknown)}; one or more of {', '.join(domain.STATUSES)}.")
+
+
 class NeedQuerySchema(QuerySchema):
-    status = fields.String(load_default=None, validate=validate.OneOf(domain.STATUSES))
+    # One status, or several separated by commas.
+    status = fields.String(load_default=None, validate=_check_statuses)
+    created_from = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    created_to = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    ids = fields.String(load_default=None, validate=validate.Length(max=2000))
     site_id = site_id_field(load_default=None)
     category = category_field(load_default=None)
     channel = fields.String(load_default=None, validate=validate.OneOf(domain.CHANNELS))

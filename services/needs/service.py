@@ -364,7 +364,13 @@ class NeedsService(LastmileService):
         elif not actor.is_admin:
             raise Forbidden("This role cannot list needs")
         if query["status"]:
-            stmt = stmt.where(Need.status == query["status"])
+            stmt = stmt.where(Need.status.in_(query["status"].split(",")))
+        if query["created_from"]:
+            stmt = stmt.where(Need.created_at >= query["created_from"])
+        if query["created_to"]:
+            stmt = stmt.where(Need.created_at <= query["created_to"])
+        if query["ids"]:
+            stmt = stmt.where(Need.id.in_([i.strip() for i in query["ids"].split(",") if i.strip()][:100]))
         if query["site_id"]:
             stmt = stmt.where(sa.or_(Need.site_id == query["site_id"], Need.site_id.startswith(query["site_id"] + ".")))
         if query["category"]:
