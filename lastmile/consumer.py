@@ -132,4 +132,35 @@ class ReliableEventHandler(EventHandler):
                 )
 
 
+def stream_queue(sources, service_name, method_name):
+    name = f"evt-all--{service_name}.{method_name}"
+    return Queue(
+        name,
+        bindings=[binding(event_exchange(source), routing_key="#") for source in sources]
+        + [binding(REDELIVER_EXCHANGE, routing_key=name)],
+        durable=True,
+        auto_delete=False,
+    )
+
+
+class EventStreamHandler(ReliableEventHandler):
+    """Every event of the given services, on one queue, in the order they arrive."""
+
+    def __init__(self, sources, **kwargs):
+        self.sources = tuple(sources)
+        super().__init__("*", "#", **kwargs)
+
+    def setup(self):
+        service_name = self.container.service_name
+        self.connection = Connection(self.container.config["AMQP_URI"], transport_options={"confirm_publish": True})
+        with Connection(self.container.config["AMQP_URI"]) as conn:
+            channel = conn.channel()
+            for source in self.sources:
+                event_exchange(source)(channel).declare()
+            declare_retry_topology(channel, service_name)
+        self.queue = stream_queue(self.sources, service_name, self.method_name)
+        super(EventHandler, self).setup()
+
+
 event_handler = ReliableEventHandler.decorator
+event_stream = EventStreamHandler.decorator

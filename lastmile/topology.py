@@ -21,23 +21,47 @@ def service_class(name):
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def subscriptions():
-    """(source, event_type, listening service, method) for every reliable handler."""
+def _handlers():
     from lastmile.consumer import ReliableEventHandler
 
-    found = []
     for name in SERVICES:
         cls = service_class(name)
         for method_name, method in inspect.getmembers(cls, inspect.isfunction):
             for entrypoint in getattr(method, "nameko_entrypoints", ()):
                 if isinstance(entrypoint, ReliableEventHandler):
-                    found.append((entrypoint.source_service, entrypoint.event_type, cls.name, method_name))
+                    yield cls.name, method_name, entrypoint
+
+
+def subscriptions():
+    """(source, event_type, listening service, method) for every handler of one
+    event type (``event_type`` ``#`` for a handler of every event of a source)."""
+    from lastmile.consumer import EventStreamHandler
+
+    found = []
+    for service_name, method_name, entrypoint in _handlers():
+        if isinstance(entrypoint, EventStreamHandler):
+            found += [(source, "#", service_name, method_name) for source in entrypoint.sources]
+        else:
+            found.append((entrypoint.source_service, entrypoint.event_type, service_name, method_name))
     return sorted(found)
 
 
-def declare_consumer_queues(channel, source_service):
-    from lastmile.consumer import handler_queue
+def consumer_queues(source_service=None):
+    """The queue of every handler of ``source_service``'s events (of all, if None)."""
+    from lastmile.consumer import EventStreamHandler, handler_queue, stream_queue
 
-    for source, event_type, service_name, method_name in subscriptions():
-        if source == source_service:
-            handler_queue(source, event_type, service_name, method_name)(channel).declare()
+    queues = {}
+    for service_name, method_name, entrypoint in _handlers():
+        if isinstance(entrypoint, EventStreamHandler):
+            if source_service is None or source_service in entrypoint.sources:
+                queue = stream_queue(entrypoint.sources, service_name, method_name)
+                queues[queue.name] = queue
+        elif source_service in (None, entrypoint.source_service):
+            queue = handler_queue(entrypoint.source_service, entrypoint.event_type, service_name, method_name)
+            queues[queue.name] = queue
+    return list(queues.values())
+
+
+def declare_consumer_queues(channel, source_service):
+    for queue in consumer_queues(source_service):
+        queue(channel).declare()

@@ -121,11 +121,14 @@ class HoursEntry(Base):
     kind: Mapped[str] = mapped_column(sa.String(16))
     hours: Mapped[float] = mapped_column(sa.Float)
     service_date = mapped_column(sa.Date, nullable=False)
-    request_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, unique=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     created_at = mapped_column(UTCDateTime, nullable=False)
 
     # One checked-in entry per service record, whatever is redelivered.
-    __table_args__ = (sa.UniqueConstraint("record_id", "kind", name="uq_hours_record_kind"),)
+    __table_args__ = (
+        sa.UniqueConstraint("record_id", "kind", name="uq_hours_record_kind"),
+        sa.UniqueConstraint("request_id", name="uq_hours_ledger_request_id"),
+    )
 
 
 class HoursRequest(Base):

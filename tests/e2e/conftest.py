@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import isolated_environment
+from tests.e2e.flows import PASSWORD, register, unique_phone
 from tests.support import EventTap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +119,31 @@ def tap(stack):
     tap = EventTap(stack["env"]["LASTMILE_AMQP_URI"])
     yield tap
     tap.close()
+
+
+@pytest.fixture
+def station(admin):
+    """A fresh station in the demo tree, so that this test's volunteer is its only one."""
+    site_id = "qiongshan.hongqi.e2e" + uuid.uuid4().hex[:6]
+    response = admin.post("/sites", json={"id": site_id, "name": "测试站", "lat": 19.79, "lon": 110.49})
+    assert response.status_code == 201, response.text
+    return site_id
+
+
+@pytest.fixture
+def staff(admin, anonymous):
+    phone = unique_phone("138")
+    response = admin.post("/accounts", json={"phone": phone, "password": PASSWORD, "name": "红旗镇实践所",
+                                             "role": "staff", "site_id": "qiongshan.hongqi"})
+    assert response.status_code == 201, response.text
+    return anonymous.login(phone, PASSWORD)
+
+
+@pytest.fixture
+def volunteer(anonymous, station):
+    client, phone = register(anonymous, "volunteer", "志愿者小符")
+    response = client.post("/volunteers", json={"name": "志愿者小符", "skills": ["health"], "site_id": station,
+                                                 "lat": 19.79, "lon": 110.49, "phone": phone})
+    assert response.status_code == 201, response.text
+    client.profile = response.json()
+    return client

@@ -1,5 +1,4 @@
 """群众点单 → 政府派单 → 志愿者接单 → 群众评单 over HTTP, on the whole stack."""
-import random
 import time
 import uuid
 from datetime import datetime
@@ -7,76 +6,8 @@ from datetime import datetime
 import pytest
 
 from services.volunteers.domain import HoursRule, credited_hours
+from tests.e2e.flows import pending_offer, register, submit, unique_phone, wait_status  # noqa: F401
 from tests.support import wait_for
-
-PASSWORD = "a-good-password"
-
-
-def unique_phone(prefix="139"):
-    return prefix + "".join(random.choice("0123456789") for _ in range(8))
-
-
-def register(anonymous, role, name):
-    phone = unique_phone("137" if role == "resident" else "139")
-    response = anonymous.post("/auth/register", json={"phone": phone, "password": PASSWORD, "name": name, "role": role})
-    assert response.status_code == 201, response.text
-    assert response.json()["role"] == role and "password" not in response.text
-    return anonymous.login(phone, PASSWORD), phone
-
-
-def wait_status(client, need_id, status, timeout=15):
-    def reached():
-        need = client.get(f"/needs/{need_id}").json()
-        return need if need["status"] == status else None
-
-    return wait_for(reached, timeout, interval=0.1, message=f"need {need_id} {status}")
-
-
-@pytest.fixture
-def station(admin):
-    """A fresh station in the demo tree, so that this test's volunteer is its only one."""
-    site_id = "qiongshan.hongqi.e2e" + uuid.uuid4().hex[:6]
-    response = admin.post("/sites", json={"id": site_id, "name": "测试站", "lat": 19.79, "lon": 110.49})
-    assert response.status_code == 201, response.text
-    return site_id
-
-
-@pytest.fixture
-def staff(admin, anonymous):
-    phone = unique_phone("138")
-    response = admin.post("/accounts", json={"phone": phone, "password": PASSWORD, "name": "红旗镇实践所",
-                                             "role": "staff", "site_id": "qiongshan.hongqi"})
-    assert response.status_code == 201, response.text
-    return anonymous.login(phone, PASSWORD)
-
-
-@pytest.fixture
-def volunteer(anonymous, station):
-    client, phone = register(anonymous, "volunteer", "志愿者小符")
-    response = client.post("/volunteers", json={"name": "志愿者小符", "skills": ["health"], "site_id": station,
-                                                 "lat": 19.79, "lon": 110.49, "phone": phone})
-    assert response.status_code == 201, response.text
-    client.profile = response.json()
-    return client
-
-
-def submit(resident, station, **overrides):
-    body = {"category": "health", "title": "上门量血压", "description": "独居老人，需要每周量一次血压",
-            "site_id": station, "address": "红旗镇本立村3号", "contact_phone": "13700000001",
-            "beneficiary_group": "elderly_alone", "beneficiaries": 1}
-    body.update(overrides)
-    response = resident.post("/needs", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def pending_offer(volunteer, need_id):
-    def offered():
-        items = volunteer.get("/offers", params={"status": "pending"}).json()["items"]
-        return next((offer for offer in items if offer["need_id"] == need_id), None)
-
-    return wait_for(offered, 15, interval=0.1, message="an offer")
-
 
 def test_the_whole_cycle(anonymous, staff, volunteer, station, tap):
     resident, _ = register(anonymous, "resident", "黄阿婆")

@@ -4,7 +4,7 @@ import uuid
 import pytest
 import requests
 
-from tests.e2e.test_cycle import register, submit
+from tests.e2e.flows import register, submit
 
 
 def assert_error(response, status, code=None):

@@ -4,8 +4,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import requests
 
-from tests.e2e.test_cycle import pending_offer, wait_status  # noqa: F401  (fixtures below reuse them)
-from tests.e2e.test_cycle import staff, station, volunteer  # noqa: F401
+from tests.e2e.flows import pending_offer, wait_status
 from tests.support import wait_for
 
 

@@ -7,13 +7,12 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from kombu import Connection
 
 from lastmile import config, topology
-from lastmile.consumer import handler_queue_name
 from tests.support import EventTap
 
 
 def delete_lastmile_queues(amqp_uri):
     """Every queue Lastmile declares, so that no test sees messages another left."""
-    names = [handler_queue_name(*subscription) for subscription in topology.subscriptions()]
+    names = [queue.name for queue in topology.consumer_queues()]
     names += [f"lastmile.dead.{name}" for name in topology.SERVICES]
     names += [f"rpc-{name}" for name in topology.SERVICES]
     names += [f"lastmile.delay.{seconds}s" for seconds in config.retry_delays()]
