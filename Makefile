@@ -9,13 +9,17 @@ export LASTMILE_ADMIN_PASSWORD ?= lastmile-admin
 
 .PHONY: run test demo clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-ci.txt
 	touch $@
 
+# make run REPLICAS="dispatch=2 needs=2" runs more processes of those services.
+REPLICAS ?=
+
 run: $(VENV)/.installed
-	$(PY) -m lastmile.stack --demo
+	$(PY) -m lastmile.stack --demo $(foreach r,$(REPLICAS),--replicas $(r))
 
 demo: $(VENV)/.installed
 	$(PY) -m lastmile.demo

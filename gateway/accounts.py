@@ -15,6 +15,7 @@ from gateway.models import Account, ApiKey, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.db import insert_missing, new_id, utcnow
+from lastmile.events import make_event
 from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, Unauthorized
 from lastmile.store import Store
 from lastmile.validation import StrictSchema, phone_field, site_id_field
@@ -69,6 +70,18 @@ def account_view(account):
     }
 
 
+def announce(store, session, account, request_id=None):
+    """``account_registered`` into the gateway's outbox, in the transaction that
+    creates the account: the notifications service keeps its directory of phones,
+    roles and sites by it. (Call ``store.relay.kick()`` after the commit.)"""
+    data = {"id": account.id, "role": account.role, "site_id": account.site_id, "name": account.name,
+            "phone": account.phone}
+    event = make_event(store.service_name, "account_registered", data, request_id=request_id)
+    session.execute(sa.insert(store.outbox).values(event_id=event["event_id"], type=event["type"], need_id=None,
+                                                   body=event, created_at=utcnow()))
+    return event
+
+
 class GatewayStore(Store):
     """The gateway's database, plus what must exist before the first request: the
     token signing key (shared by every gateway replica) and the first admin."""
@@ -77,13 +90,22 @@ class GatewayStore(Store):
         super().start()
         with self.Session.begin() as session:
             self.secret = config.get("LASTMILE_SECRET_KEY") or self._stored_secret(session)
+        with self.Session.begin() as session:
+            # Accounts made before the gateway announced them: announced once, now.
+            if insert_missing(session, Setting.__table__, key="accounts_announced", value=utcnow().isoformat()):
+                for account in session.scalars(sa.select(Account)):
+                    announce(self, session, account)
         phone, password = config.get("LASTMILE_ADMIN_PHONE"), config.get("LASTMILE_ADMIN_PASSWORD")
         if phone and password:
             with self.Session.begin() as session:
                 if session.scalars(sa.select(Account).where(Account.phone == phone)).first() is None:
-                    session.add(Account(id=new_id(), phone=phone, password_hash=hasher.hash(password), name="Administrator",
-                                        role="admin", site_id=None, token_version=1, created_at=utcnow()))
+                    admin = Account(id=new_id(), phone=phone, password_hash=hasher.hash(password), name="Administrator",
+                                    role="admin", site_id=None, token_version=1, created_at=utcnow())
+                    session.add(admin)
+                    session.flush()
+                    announce(self, session, admin)
                     log.info("created the first admin account")
+        self.relay.kick()
 
     def _stored_secret(self, session):
         row = session.get(Setting, "token_secret")
@@ -119,7 +141,11 @@ class Accounts:
                 session.flush()
             except sa.exc.IntegrityError:
                 raise Conflict("This phone is registered already", {"phone": ["Registered already."]})
-            return account_view(account)
+            request_id = self.worker_ctx.context_data.get("request_id") if self.worker_ctx else None
+            announce(self.store, session, account, request_id)
+            view = account_view(account)
+        self.store.relay.kick()
+        return view
 
     def issue_token(self, phone, password):
         now = utcnow()

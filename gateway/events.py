@@ -107,8 +107,9 @@ def delivery_view(delivery):
             "at": isoformat(delivery.at)}
 
 
-def events_route(method, path, roles, status=200):
-    """Like the gateway's own routes: signed-in callers of the given roles."""
+def events_route(method, path, roles, status=200, query=None, body=None):
+    """Like the gateway's own routes: signed-in callers of the given roles. ``query``
+    and ``body`` name the schemas the handler loads, for the OpenAPI document."""
 
     def decorate(handler):
         def entrypoint(self, request, **path_values):
@@ -125,7 +126,7 @@ def events_route(method, path, roles, status=200):
         entrypoint.__name__ = handler.__name__
         entrypoint.__doc__ = handler.__doc__
         entrypoint.lastmile_route = {"method": method, "path": path, "roles": roles, "public": False,
-                                     "status": status}
+                                     "status": status, "query": query, "body": body}
         return ApiRoute.decorator(method, path)(entrypoint)
 
     return decorate
@@ -159,14 +160,14 @@ class EventRoutes:
         with self.accounts.store.Session() as session:
             return [entry_view(e) for e in session.scalars(stmt.limit(limit))]
 
-    @events_route("GET", "/api/v1/events", roles=("staff", "admin"))
+    @events_route("GET", "/api/v1/events", roles=("staff", "admin"), query=EventQuerySchema)
     def list_events(self, request, actor):
         """The order events after a cursor, oldest first: page with ``after=next_after``."""
         query = load(EventQuerySchema(), request.args.to_dict())
         items = self._events_after(actor, query, query["limit"])
         return {"items": items, "next_after": items[-1]["seq"] if items else query["after"]}
 
-    @events_route("GET", "/api/v1/events/stream", roles=("staff", "admin"))
+    @events_route("GET", "/api/v1/events/stream", roles=("staff", "admin"), query=EventQuerySchema)
     def stream_events(self, request, actor):
         """Server-sent events: each order event as it is logged; resumes after
         ``Last-Event-ID`` (or ``after``)."""
@@ -203,7 +204,7 @@ class EventRoutes:
         return Response(generate(), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @events_route("POST", "/api/v1/subscriptions", roles=("admin",), status=201)
+    @events_route("POST", "/api/v1/subscriptions", roles=("admin",), status=201, body=SubscriptionSchema)
     def create_subscription(self, request, actor):
         """A webhook: order events POSTed to ``url``, signed with ``secret``."""
         data = load(SubscriptionSchema(), read_json(request))
@@ -233,7 +234,8 @@ class EventRoutes:
             subscription.active = False
             return subscription_view(subscription)
 
-    @events_route("GET", "/api/v1/subscriptions/<subscription_id>/deliveries", roles=("admin",))
+    @events_route("GET", "/api/v1/subscriptions/<subscription_id>/deliveries", roles=("admin",),
+                  query=DeliveryQuerySchema)
     def list_deliveries(self, request, actor, subscription_id):
         query = load(DeliveryQuerySchema(), request.args.to_dict())
         with self.accounts.store.Session() as session:

@@ -6,12 +6,13 @@ import time
 import uuid
 
 import eventlet
+import eventlet.wsgi
 from amqp.exceptions import ChannelError
 from kombu import Connection
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound as NoSuchPath
 from werkzeug.wrappers import Request, Response
 
 from gateway.observability import HTTP_REQUESTS, HTTP_SECONDS, RPC_CALLS, RPC_SECONDS
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID = "HTTP_X_REQUEST_ID"
+RAW_BODY = "lastmile.raw_body"
+# Errors a service raises when its database is unreachable.
+DEPENDENCY_ERRORS = {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"}
 
 
 def json_response(status, body, headers=None):
@@ -40,6 +44,15 @@ HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "body_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
 }
+
+# eventlet's server refuses a request line (method, URL, version) over 8 KiB itself, before
+# any WSGI app sees it, with a bare 414; give that answer the JSON error body too.
+_URI_TOO_LONG = json.dumps({"error": {
+    "code": "uri_too_long", "message": f"The URL may be at most {eventlet.wsgi.MAX_REQUEST_LINE} bytes",
+    "details": {}}}).encode()
+eventlet.wsgi.RESPONSE_414 = (
+    b"HTTP/1.0 414 Request URI Too Long\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_URI_TOO_LONG), _URI_TOO_LONG))
 
 
 def http_exception_response(exc):
@@ -78,6 +91,8 @@ class JsonWsgiApp(WsgiApp):
         try:
             provider, values = adapter.match()
             route = provider.url
+            if any("\x00" in str(value) for value in values.values()):
+                raise NoSuchPath()  # no id holds a NUL character (and PostgreSQL refuses one)
             request.path_values = values
             response = provider.handle_request(request)
         except HTTPException as exc:
@@ -108,8 +123,12 @@ class ApiRoute(HttpRequestHandler):
 
 
 def read_json(request, required=True):
-    """The body as a JSON object; an empty body is ``{}`` where none is required."""
-    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    """The body as a JSON object; an empty body is ``{}`` where none is required.
+    The bytes are kept, so that the route can validate the body before its handler
+    reads it again."""
+    raw = request.environ.get(RAW_BODY)
+    if raw is None:
+        raw = request.environ[RAW_BODY] = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise BodyTooLarge(f"The body may be at most {MAX_BODY_BYTES} bytes")
     if not raw.strip():
@@ -185,6 +204,11 @@ def call(proxy, service, method, *args, timeout=None):
         outcome = "unavailable"
         raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
     except RemoteError as exc:
+        if exc.exc_type in DEPENDENCY_ERRORS:
+            # The service is up but its database is not: a dependency is down, not a bug.
+            outcome = "unavailable"
+            raise ServiceUnavailable(f"The {service} service cannot reach its database",
+                                     {"service": service}) from exc
         outcome = "failed"
         log.error("%s.%s failed: %s", service, method, exc)
         raise InternalError(f"The {service} service failed", {"service": service}) from exc

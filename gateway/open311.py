@@ -110,8 +110,9 @@ def service_request(need, category_names):
         "address": mask_text(need["address"]),
         "address_id": "",
         "zipcode": "",
-        "lat": need.get("lat"),
-        "long": need.get("lon"),
+        # A village, not a door: the resident's exact place is not for the public.
+        "lat": None if need.get("lat") is None else round(need["lat"], 2),
+        "long": None if need.get("lon") is None else round(need["lon"], 2),
         "media_url": "",
     }
 

@@ -31,6 +31,12 @@ VARIABLES = {
     "LASTMILE_HOURS_DAILY_CAP": ("12", "hours one volunteer may be credited for one day"),
     "LASTMILE_GEOFENCE_METRES": ("500", "a check-in farther than this from the need is flagged"),
     "LASTMILE_FOLLOW_UP_DAYS": ("3", "days a follow-up may stay open at its station before the institute takes it"),
+    "LASTMILE_SMS_URL": ("", "the SMS provider's endpoint (POST JSON {to, text}, bearer key); unset turns SMS off"),
+    "LASTMILE_SMS_KEY": ("", "the bearer key of the SMS provider"),
+    "LASTMILE_SMS_PER_HOUR": ("5", "SMS one person receives in an hour at most; the rest wait (0: no limit)"),
+    "LASTMILE_QUIET_HOURS": ("22:00-07:00", "default quiet hours (China time): SMS wait till they end, except offers for urgent needs; off for none"),
+    "LASTMILE_REVIEW_MINUTES": ("60", "minutes a need may wait for review before staff of its station and institute are told"),
+    "LASTMILE_REMINDER_MINUTES": ("60", "minutes before a service window starts that the assigned volunteer is reminded"),
     "LASTMILE_LOG_LEVEL": ("INFO", "log level of every process"),
 }
 

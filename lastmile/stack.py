@@ -17,7 +17,7 @@ import requests
 
 from lastmile import config
 
-BACKENDS = ("needs", "dispatch", "volunteers", "ratings")
+BACKENDS = ("needs", "dispatch", "volunteers", "ratings", "notifications")
 STOP_GRACE_SECONDS = 15
 CRASH_LOOP = 3  # deaths within a few seconds of starting, in a row
 

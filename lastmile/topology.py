@@ -12,6 +12,7 @@ SERVICES = {
     "dispatch": "services.dispatch.service:DispatchService",
     "volunteers": "services.volunteers.service:VolunteersService",
     "ratings": "services.ratings.service:RatingsService",
+    "notifications": "services.notifications.service:NotificationsService",
     "gateway": "gateway.service:GatewayService",
 }
 

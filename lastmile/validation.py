@@ -11,10 +11,32 @@ CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}\Z")
 MAX_PAGE_SIZE = 100
 
 
+def _nul_at(value, path=()):
+    """Where the first text holding a NUL character is (PostgreSQL refuses them in
+    text, so one must not get past validation), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items = [((str(key),), key) for key in value] + [((str(key),), item) for key, item in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [((str(index),), item) for index, item in enumerate(value)]
+    else:
+        return None
+    for step, item in items:
+        found = _nul_at(item, path + step)
+        if found is not None:
+            return found
+    return None
+
+
 def load(schema, data, partial=False):
     """Validate ``data``; raise InvalidInput naming each bad field."""
     if not isinstance(data, dict):
         raise InvalidInput("The body must be a JSON object", {"body": ["Expected a JSON object."]})
+    where = _nul_at(data)
+    if where is not None:
+        field = ".".join(where).replace("\x00", "\\0")
+        raise InvalidInput("Text may not contain NUL characters", {field: ["Must not contain NUL characters."]})
     try:
         return schema.load(data, partial=partial)
     except ValidationError as exc:
@@ -46,6 +68,8 @@ def _check_site_id(value):
 
 
 def site_id_field(**kwargs):
+    # The pattern only documents the id (OpenAPI); _check_site_id enforces it.
+    kwargs.setdefault("metadata", {"pattern": sites.SITE_ID.pattern})
     return fields.String(validate=_check_site_id, **kwargs)
 
 

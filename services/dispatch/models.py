@@ -33,11 +33,40 @@ class Candidate(Base):
 
 
 class CandidateSkill(Base):
+    """One row per volunteer and skill, and the index matching searches: besides the
+    key it carries a copy of what ranking needs from the candidate (see
+    ``services/dispatch/matching.py``, which keeps the copy current whenever the ORM
+    writes a candidate)."""
+
     __tablename__ = "candidate_skills"
     volunteer_id: Mapped[str] = mapped_column(
         sa.String(36), sa.ForeignKey("candidates.volunteer_id", ondelete="CASCADE"), primary_key=True
     )
     category: Mapped[str] = mapped_column(sa.String(32), primary_key=True, index=True)
+    active: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    site_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    # The site's enclosing institute and district (its own id at its own level).
+    institute_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    district_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    lat: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    # Grid square of 0.01 degree holding (lat, lon); null without coordinates.
+    cell: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # The part of the score that does not depend on the need: rating + fairness + acceptance.
+    static_score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+
+    __table_args__ = (
+        # Those with coordinates, by grid square: it carries what their key needs.
+        sa.Index("ix_candidate_skills_cell", "category", "active", "cell", "static_score",
+                 postgresql_include=["volunteer_id", "site_id", "lat", "lon"],
+                 postgresql_where=sa.text("cell IS NOT NULL"), sqlite_where=sa.text("cell IS NOT NULL")),
+        sa.Index("ix_candidate_skills_station", "category", "active", "site_id", "static_score"),
+        # Those without coordinates, ranked by the site tree when the need has coordinates.
+        sa.Index("ix_candidate_skills_placeless", "category", "active", "site_id", "static_score",
+                 postgresql_where=sa.text("cell IS NULL"), sqlite_where=sa.text("cell IS NULL")),
+        sa.Index("ix_candidate_skills_institute", "category", "active", "institute_id", "static_score"),
+        sa.Index("ix_candidate_skills_district", "category", "active", "district_id", "static_score"),
+    )
 
 
 class TeamCandidate(Base):

@@ -3,7 +3,6 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from marshmallow import ValidationError, fields, validate, validates_schema
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
@@ -14,10 +13,12 @@ from lastmile.consumer import event_handler
 from lastmile.db import is_postgres, new_id, utcnow
 from lastmile.errors import EXPECTED, Conflict, InvalidInput, NotFound
 from lastmile.events import isoformat
+from lastmile.service import LastmileService
 from lastmile.store import Store
-from lastmile.validation import QuerySchema, StrictSchema, load
-from services.dispatch import domain
+from lastmile.validation import load
+from services.dispatch import domain, matching
 from services.dispatch.models import MESSAGING, Base, Candidate, CandidateSkill, Offer, Order, TeamCandidate
+from services.dispatch.schemas import DeclineSchema, ManualDispatchSchema, OfferQuerySchema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -45,27 +46,6 @@ class DispatchPolicy(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return policy_from_config()
-
-
-class OfferQuerySchema(QuerySchema):
-    status = fields.String(load_default=None, validate=validate.OneOf(domain.OFFER_STATUSES))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-
-
-class DeclineSchema(StrictSchema):
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-
-
-class ManualDispatchSchema(StrictSchema):
-    volunteer_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36))
-    team_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-
-    @validates_schema
-    def _one_target(self, data, **_):
-        if bool(data.get("volunteer_id")) == bool(data.get("team_id")):
-            raise ValidationError("Give exactly one of volunteer_id and team_id.", "volunteer_id")
 
 
 def _iso(value):
@@ -141,17 +121,11 @@ def need_facts(order):
     )
 
 
-class DispatchService:
+class DispatchService(LastmileService):
     name = "dispatch"
 
     db = Store(Base.metadata, MIGRATIONS, MESSAGING)
     policy = DispatchPolicy()
-
-    @rpc
-    def health(self):
-        with self.db.session() as session:
-            session.execute(sa.text("SELECT 1"))
-        return {"service": self.name, "ok": True}
 
     # ---- the volunteer's side ---------------------------------------------------
 
@@ -251,9 +225,9 @@ class DispatchService:
         now = utcnow()
         with self.db.session() as session:
             order = self._lock_order(session, need_id=need_id)
-            if order is None:
+            if order is None or not actor.governs(order.site_id):
+                # Staff of another branch learn nothing of the need, as on its other routes.
                 raise NotFound(f"No order for need {need_id}")
-            actor.require_governs(order.site_id, "dispatch of this need")
             team = None
             if data["team_id"]:
                 team = session.get(TeamCandidate, data["team_id"])
@@ -474,26 +448,14 @@ class DispatchService:
             order.offers_at_level = 0
 
     def _ranked_candidates(self, session, order, policy):
+        """The candidates of the offers ``_advance`` is about to make, best first: the
+        top min(offers at once, room left at this level), exactly as domain.rank would
+        order every eligible candidate (services/dispatch/matching.py)."""
         scope = domain.level_site(order.site_id, order.level)
         offered = set(session.scalars(sa.select(Offer.volunteer_id).where(Offer.order_id == order.id)))
-        rows = session.scalars(
-            sa.select(Candidate)
-            .join(CandidateSkill, CandidateSkill.volunteer_id == Candidate.volunteer_id)
-            .where(
-                CandidateSkill.category == order.category,
-                Candidate.active.is_(True),
-                Candidate.active_assignments < policy.max_active_assignments,
-                sa.or_(Candidate.site_id == scope, Candidate.site_id.startswith(scope + ".")),
-            )
-        ).all()
-        skills = self._skills(session, [row.volunteer_id for row in rows])
-        need = need_facts(order)
-        eligible = []
-        for row in rows:
-            facts = candidate_facts(row, skills.get(row.volunteer_id, ()))
-            if domain.ineligibility(facts, need, scope, offered, policy) is None:
-                eligible.append(facts)
-        return [(session.get(Candidate, c.volunteer_id), total, parts) for c, total, parts in domain.rank(eligible, need, policy)]
+        _, at_once, _ = policy.strategy(order.urgency, order.category)
+        wanted = max(1, min(at_once, policy.offers_per_level - order.offers_at_level))
+        return matching.ranked(session, need_facts(order), scope, offered, policy, wanted)
 
     def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False, team_id=None):
         offer = Offer(

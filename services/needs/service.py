@@ -284,6 +284,8 @@ class NeedsService(LastmileService):
         actor = Actor.from_dict(actor)
         data = load(schemas.NeedCreateSchema(), data)
         submitter = domain.who_submits(actor, data["on_behalf_of"])
+        if submitter == "collector" and actor.site_id and not sites.is_inside(data["site_id"], actor.site_id):
+            raise Forbidden("Collectors and staff register needs only at stations inside their own site")
         now = utcnow()
         domain.check_window(data["window_start"], data["window_end"], now)
         request_print = fingerprint(data)

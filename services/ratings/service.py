@@ -4,7 +4,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from marshmallow import ValidationError, fields, validate, validates_schema
 from nameko.rpc import rpc
 from nameko.timer import timer
 
@@ -16,40 +15,17 @@ from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFoun
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
 from lastmile.store import Store
-from lastmile.validation import QuerySchema, StrictSchema, load, site_id_field
+from lastmile.validation import load
 from services.ratings import domain
 from services.ratings.models import (
     MESSAGING, Base, CompletedService, FollowUp, Rating, ReportHours, ReportNeed, ScoreRow,
 )
+from services.ratings.schemas import (
+    FollowUpQuerySchema, RatingQuerySchema, RatingSchema, ResolveSchema, StatsQuerySchema,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")
-
-
-class RatingSchema(StrictSchema):
-    stars = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
-    tags = fields.List(fields.String(validate=validate.OneOf(domain.TAGS)), load_default=list,
-                       validate=validate.Length(max=len(domain.TAGS)))
-    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-
-
-class RatingQuerySchema(QuerySchema):
-    volunteer_id = fields.String(load_default=None, validate=validate.Length(max=36))
-    team_id = fields.String(load_default=None, validate=validate.Length(max=36))
-    site_id = site_id_field(load_default=None)
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-
-
-class StatsQuerySchema(QuerySchema):
-    site_id = site_id_field(load_default=None)
-    from_ = fields.Date(load_default=None, data_key="from")
-    to = fields.Date(load_default=None)
-
-    @validates_schema
-    def _ordered(self, data, **_):
-        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
-            raise ValidationError("Must not be before from.", "to")
 
 
 def start_of(day):
@@ -62,16 +38,6 @@ def report_row(report):
             "accepted_at": report.accepted_at, "completed_at": report.completed_at,
             "people_served": report.people_served, "stars": report.stars,
             "minutes_to_accept": report.minutes_to_accept}
-
-
-class FollowUpQuerySchema(QuerySchema):
-    status = fields.String(load_default="open", validate=validate.OneOf(("open", "resolved", "all")))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-
-
-class ResolveSchema(StrictSchema):
-    note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
 
 def _iso(value):

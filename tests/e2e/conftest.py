@@ -78,6 +78,8 @@ def stack(stack_environment):
         "LASTMILE_HOURS_STEP_MINUTES": "0.02",
         # Tests poll quickly from one address; the limit itself is tested in tests/service/test_gateway.py.
         "LASTMILE_RATE_LIMIT": "0",
+        # A loaded test machine can be slower than the 1.8 s a district's server is given.
+        "LASTMILE_RPC_TIMEOUT": "10",
     })
     process = subprocess.Popen(
         [sys.executable, "-m", "lastmile.stack", "--demo", "--ready-timeout", "120"],

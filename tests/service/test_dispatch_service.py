@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from lastmile.consumer import event_exchange
 from lastmile.db import database_url
-from lastmile.errors import Conflict, Forbidden, InvalidInput
+from lastmile.errors import Conflict, InvalidInput, NotFound
 from lastmile.events import make_event
 from services.dispatch.service import DispatchService
 from tests.service.conftest import ADMIN, actor
@@ -414,7 +414,7 @@ def test_staff_reopen_an_unfilled_order_by_dispatching_it_to_a_volunteer_they_ch
 
     chosen = world.volunteer(tree["other_station"], km=1.0, skills=("health",))
     outsider = actor("staff", tree["other_institute"])
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound):
         world.rpc.dispatch.dispatch_manually(outsider, need_id, {"volunteer_id": chosen["volunteer_id"]})
     staff = actor("staff", tree["institute"])
     with pytest.raises(InvalidInput):
