@@ -58,6 +58,7 @@ TAGS = [
     ("volunteers", "Volunteers, teams, check-in and check-out, hours and certificates."),
     ("ratings", "群众评单: ratings, scores, follow-ups and the center's figures."),
     ("events", "The event log, its live stream and webhooks, for other systems."),
+    ("notifications", "What each person is told in the app and by SMS, and their quiet hours."),
     ("open311", "Open311 GeoReport v2, for any Open311 client."),
 ]
 # The first pattern that matches a route's path names its tag.
