@@ -44,9 +44,9 @@ from sqlalchemy.orm import Session
 from lastmile.db import migrate
 from services.dispatch import domain, matching
 from services.dispatch.models import Candidate, CandidateSkill
-from services.dispatch.service import MIGRATIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "services" / "dispatch" / "migrations"
 CATEGORIES = ("theory", "education", "culture", "science", "health", "fitness")
 DISTRICTS = ("qiongshan", "meilan", "longhua", "xiuying", "wenchang", "danzhou")
 INSTITUTES, STATIONS = 12, 15
@@ -349,7 +349,7 @@ def main(argv=None):
 # --------------------------------------------------------------------------- the plot
 
 
-def svg(results, width=640, height=420):
+def svg(results, width=720, height=420):
     """Time (ms) against volunteers, both axes logarithmic: p50 and p99 per level,
     after (solid) and before (dashed)."""
     left, right, top, bottom = 70, 150, 30, 50

@@ -88,9 +88,9 @@ class Faults:
             self.injected.append("remove the added replica")
 
     def schedule(self):
-        return [lambda: self.kill("needs"), lambda: self.kill("dispatch"), self.add_replica,
+        return [lambda: self.kill("needs"), self.restart_postgresql, lambda: self.kill("dispatch"), self.add_replica,
                 lambda: self.kill("volunteers"), self.restart_rabbitmq, lambda: self.kill("ratings"),
-                self.remove_replica, lambda: self.kill("gateway"), self.restart_postgresql]
+                self.remove_replica, lambda: self.kill("gateway"), lambda: self.kill("notifications")]
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def test_nothing_is_lost_or_doubled_while_everything_fails_in_turn(stack):
     started = time.monotonic()
     schedule = faults.schedule()
     while remaining[0] > 0 or pool.running() > 0:
-        eventlet.sleep(6)
+        eventlet.sleep(5)
         if remaining[0] > 0 and schedule:
             schedule.pop(0)()
         elif remaining[0] > 0:
