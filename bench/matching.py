@@ -266,7 +266,7 @@ def main(argv=None):
               or "postgresql://postgres@127.0.0.1:5432/")
     url = sa.engine.make_url(server).set(drivername="postgresql+pg8000")
     name = f"lastmile_bench_matching_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine = sa.create_engine(url.set(database=name), pool_size=2)

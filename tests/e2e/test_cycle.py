@@ -103,7 +103,7 @@ def test_operations_endpoints(stack, anonymous):
     assert requests.get(stack["base"] + "/healthz", timeout=5).json() == {"status": "ok"}
     ready = requests.get(stack["base"] + "/readyz", timeout=5)
     assert ready.status_code == 200
-    assert set(ready.json()["checks"]) == {"broker", "needs", "dispatch", "volunteers", "ratings"}
+    assert set(ready.json()["checks"]) == {"broker", "needs", "dispatch", "volunteers", "ratings", "notifications"}
 
 
 def test_demo_data_is_there(anonymous):
