@@ -1,5 +1,6 @@
 """Helpers for service and end-to-end tests: a tap on the event exchanges, event
 publishing in the envelope, polling."""
+import os
 import time
 import uuid
 
@@ -11,8 +12,14 @@ from lastmile.events import make_event
 SOURCES = ("needs", "dispatch", "volunteers", "ratings")
 
 
+# A loaded 2-core machine can be several times slower than a quiet one; every wait
+# is stretched by this factor so that slowness is not mistaken for failure.
+PATIENCE = float(os.environ.get("LASTMILE_TEST_PATIENCE", "3"))
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, message="condition"):
     """Poll until ``predicate()`` returns something truthy, and return it."""
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
