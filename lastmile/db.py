@@ -82,7 +82,12 @@ def ensure_database(url):
         admin.dispose()
 
 
-def make_engine(service_name, pool_size=10):
+# Connections per process: at most 8. A district runs a dozen processes or so against
+# one PostgreSQL (100 connections by default); a bigger pool would exhaust it under load.
+POOL_SIZE, POOL_OVERFLOW = 4, 4
+
+
+def make_engine(service_name, pool_size=POOL_SIZE):
     url = database_url(service_name)
     ensure_database(url)
     if url.get_backend_name() == "sqlite":
@@ -96,7 +101,7 @@ def make_engine(service_name, pool_size=10):
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_pre_ping=True)
 
 
 def is_postgres(bind):
