@@ -17,7 +17,7 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from werkzeug.wrappers import Response
 
-from gateway.http import ApiRoute, read_json
+from gateway.http import ApiRoute, query_of, read_json
 from gateway.limits import check_rate
 from gateway.models import Delivery, EventLogEntry, Subscription
 from lastmile import sites
@@ -25,7 +25,7 @@ from lastmile.consumer import event_stream
 from lastmile.db import insert_missing, is_postgres, new_id, utcnow
 from lastmile.errors import Forbidden, NotFound, ServiceUnavailable
 from lastmile.events import isoformat
-from lastmile.validation import QuerySchema, StrictSchema, load, mask_phone, mask_text, site_id_field
+from lastmile.validation import QuerySchema, StrictSchema, cursor_field, load, mask_phone, mask_text, site_id_field
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def signature(secret, body):
 
 
 class EventQuerySchema(QuerySchema):
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = cursor_field(load_default=0)
     types = fields.String(load_default=None, validate=validate.Length(max=2000))
     site_id = site_id_field(load_default=None)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
@@ -163,7 +163,7 @@ class EventRoutes:
     @events_route("GET", "/api/v1/events", roles=("staff", "admin"), query=EventQuerySchema)
     def list_events(self, request, actor):
         """The order events after a cursor, oldest first: page with ``after=next_after``."""
-        query = load(EventQuerySchema(), request.args.to_dict())
+        query = load(EventQuerySchema(), query_of(request))
         items = self._events_after(actor, query, query["limit"])
         return {"items": items, "next_after": items[-1]["seq"] if items else query["after"]}
 
@@ -171,7 +171,7 @@ class EventRoutes:
     def stream_events(self, request, actor):
         """Server-sent events: each order event as it is logged; resumes after
         ``Last-Event-ID`` (or ``after``)."""
-        args = request.args.to_dict()
+        args = query_of(request)
         if request.headers.get("Last-Event-ID", "").isdigit():
             args["after"] = request.headers["Last-Event-ID"]
         query = load(EventQuerySchema(), args)
@@ -237,7 +237,7 @@ class EventRoutes:
     @events_route("GET", "/api/v1/subscriptions/<subscription_id>/deliveries", roles=("admin",),
                   query=DeliveryQuerySchema)
     def list_deliveries(self, request, actor, subscription_id):
-        query = load(DeliveryQuerySchema(), request.args.to_dict())
+        query = load(DeliveryQuerySchema(), query_of(request))
         with self.accounts.store.Session() as session:
             if session.get(Subscription, subscription_id) is None:
                 raise NotFound(f"No subscription {subscription_id}")

@@ -221,3 +221,9 @@ def call(proxy, service, method, *args, timeout=None):
     finally:
         RPC_CALLS.labels(service, method, outcome).inc()
         RPC_SECONDS.labels(service).observe(time.perf_counter() - started)
+
+
+def query_of(request):
+    """The query string as a dict. A parameter given twice stays a list, so that a
+    single-valued field refuses it rather than silently keeping the first."""
+    return {name: values[0] if len(values) == 1 else values for name, values in request.args.lists()}

@@ -13,7 +13,7 @@ from gateway.accounts import (
     AccountCreateSchema, ApiKeySchema, GatewayStore, PasswordChangeSchema, RegisterSchema, TokenSchema,
 )
 from gateway.certificates import render_pdf
-from gateway.http import API, ApiRoute, call, json_response, read_json
+from gateway.http import API, ApiRoute, call, json_response, query_of, read_json
 from gateway.limits import check_rate
 from gateway.observability import exposition
 from gateway import openapi
@@ -92,10 +92,6 @@ def route(method, path, roles=ANYONE, public=False, status=200, limited=True,
 class NotFoundRoute(NotFound):
     def __init__(self):
         super().__init__("No such route")
-
-
-def query_of(request):
-    return request.args.to_dict()
 
 
 class GatewayService(Open311Routes, EventRoutes):

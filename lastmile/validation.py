@@ -77,6 +77,15 @@ def category_field(**kwargs):
     return fields.String(validate=validate.Regexp(CATEGORY_CODE, error="Not a category code."), **kwargs)
 
 
+# Sequence numbers (event log, notifications) are 32-bit integer columns: a larger
+# cursor is refused here rather than overflowing in the database.
+MAX_SEQ = 2**31 - 1
+
+
+def cursor_field(**kwargs):
+    return fields.Integer(validate=validate.Range(min=0, max=MAX_SEQ), **kwargs)
+
+
 class PageSchema(QuerySchema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
     page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))

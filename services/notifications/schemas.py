@@ -1,7 +1,7 @@
 """What the notifications service accepts (the gateway validates with these too)."""
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from lastmile.validation import PageSchema, StrictSchema
+from lastmile.validation import PageSchema, StrictSchema, cursor_field
 from services.notifications import domain
 
 CLOCK = validate.Regexp(domain.CLOCK, error="Must be a time of day HH:MM.")
@@ -10,7 +10,7 @@ CLOCK = validate.Regexp(domain.CLOCK, error="Must be a time of day HH:MM.")
 class NotificationQuerySchema(PageSchema):
     unread = fields.Boolean(load_default=False)
     # Only those after this seq (newest first still): what a live stream has not shown yet.
-    after = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    after = cursor_field(load_default=None, allow_none=True)
 
 
 class PreferencesSchema(StrictSchema):

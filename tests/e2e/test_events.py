@@ -95,6 +95,27 @@ def test_the_event_log_pages_from_a_cursor_and_masks_what_is_private(anonymous, 
     assert resident.get("/events").status_code == 403
 
 
+def test_a_cursor_beyond_any_sequence_number_is_refused_not_a_500(admin):
+    """Found by the fuzz: a cursor past 2**31 overflowed PostgreSQL's integer column."""
+    for cursor in (2**31, 5169411387, -1, "x"):
+        answer = admin.get("/events", params={"after": cursor})
+        assert answer.status_code == 400, (cursor, answer.text)
+        assert "after" in answer.json()["error"]["details"]
+    assert admin.get("/events", params={"after": 2**31 - 1}).json() == {"items": [], "next_after": 2**31 - 1}
+    for cursor in (2**31, -1):
+        answer = admin.get("/notifications", params={"after": cursor})
+        assert answer.status_code == 400, (cursor, answer.text)
+
+
+def test_a_parameter_given_twice_is_refused_not_half_read(admin):
+    """Found by the fuzz: the first of two values was used and the second silently dropped."""
+    for path, name in (("/events", "types"), ("/events", "site_id"), ("/needs", "status")):
+        answer = admin.get(path, params=[(name, "a"), (name, "b" * 3000)])
+        assert answer.status_code == 400, (path, answer.text)
+        assert name in answer.json()["error"]["details"]
+    assert admin.get("/events", params=[("types", "order_assigned"), ("cache", "1"), ("cache", "2")]).status_code == 200
+
+
 def test_a_stream_carries_every_event_of_a_cycle_and_resumes(stack, anonymous, admin, staff, volunteer, station):
     latest = admin.get("/events", params={"after": 0, "limit": 500}).json()
     cursor = latest["next_after"]
