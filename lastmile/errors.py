@@ -4,6 +4,8 @@ A service raises one of these; nameko serialises it, and because each class is
 registered with ``deserialize_to_instance`` the gateway receives the same class
 back and turns it into the JSON error body of the public contract.
 """
+import json
+
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -12,7 +14,11 @@ class LastmileError(Exception):
     code = "bad_request"
 
     def __init__(self, message, details=None):
-        super().__init__(message, details or {})
+        # nameko turns every argument that is not a string into its str(): the
+        # details travel as JSON so that numbers and lists arrive as they were.
+        if isinstance(details, str):
+            details = json.loads(details)
+        super().__init__(message, json.dumps(details or {}, ensure_ascii=False, default=str))
         self.message = message
         self.details = details or {}
 

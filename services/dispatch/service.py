@@ -154,6 +154,14 @@ class DispatchService(LastmileService):
             domain.check_offer_open(offer.status, offer.deadline, now)
             if order.status != domain.DISPATCHING:
                 raise Conflict("This need has been taken or closed", {"order_status": order.status})
+            candidate = session.get(Candidate, offer.volunteer_id)
+            # Offers of several orders can be pending at once; the limit holds when they are
+            # accepted too. Staff who chose this volunteer by hand chose past the limit knowingly.
+            if (candidate is not None and not offer.manual
+                    and candidate.active_assignments >= self.policy.max_active_assignments):
+                raise Conflict("You already hold as many services as one volunteer may; finish one first",
+                               {"active_assignments": candidate.active_assignments,
+                                "max_active_assignments": self.policy.max_active_assignments})
             # Conditional updates make the race safe on any database: one winner.
             won = session.execute(
                 sa.update(Order).where(Order.id == order.id, Order.status == domain.DISPATCHING)
@@ -169,7 +177,6 @@ class DispatchService(LastmileService):
             session.refresh(order)
             session.refresh(offer)
             self._withdraw_pending(session, order, "another volunteer accepted")
-            candidate = session.get(Candidate, offer.volunteer_id)
             if candidate is not None:
                 candidate.active_assignments += 1
                 candidate.accepted += 1

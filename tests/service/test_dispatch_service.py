@@ -338,6 +338,27 @@ def test_urgent_needs_are_broadcast_and_exactly_one_of_the_racing_volunteers_win
                 assert world.offers_of(loser) == []
 
 
+def test_a_volunteer_holding_offers_of_several_needs_can_accept_only_as_many_as_allowed(world):
+    """Offers of three needs are pending at once; the third acceptance would pass
+    the limit of two active services, so it is refused and the need stays open."""
+    volunteer = world.volunteer(world.tree["station"])
+    need_ids = [world.approve()["need_id"] for _ in range(3)]
+    for need_id in need_ids:
+        world.offer_made(need_id)
+    offers = {o["need_id"]: o for o in world.offers_of(volunteer)}
+    assert set(offers) == set(need_ids)
+    who = world.as_volunteer(volunteer)
+
+    for need_id in need_ids[:2]:
+        assert world.rpc.dispatch.accept_offer(who, offers[need_id]["id"])["status"] == "accepted"
+    with pytest.raises(Conflict) as refused:
+        world.rpc.dispatch.accept_offer(who, offers[need_ids[2]]["id"])
+    assert refused.value.details == {"active_assignments": 2, "max_active_assignments": 2}
+    order = world.order(need_ids[2])
+    assert order["status"] == "dispatching" and order["offers"][0]["status"] == "pending"
+    assert len(world.tap.of("order_assigned", need_ids[2])) == 0
+
+
 # ------------------------------------------------------------------ cancellation
 
 
