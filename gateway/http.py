@@ -2,11 +2,13 @@
 error body of the public contract, limits, request ids and RPC with timeouts."""
 import json
 import logging
+import re
 import time
 import uuid
 
 import eventlet
 import eventlet.wsgi
+import sqlalchemy as sa
 from amqp.exceptions import ChannelError
 from kombu import Connection
 from nameko.exceptions import RemoteError, UnknownService
@@ -27,6 +29,28 @@ REQUEST_ID = "HTTP_X_REQUEST_ID"
 RAW_BODY = "lastmile.raw_body"
 # Errors a service raises when its database is unreachable.
 DEPENDENCY_ERRORS = {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"}
+# SQLSTATE classes of a database that is down, restarting or full (connection exception,
+# insufficient resources, operator intervention, system error), not of a bad statement.
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+SQLSTATE = re.compile(r"'C': '([0-9A-Z]{5})'")  # as pg8000 words a server's error
+
+
+def database_unavailable(error_type, text):
+    """Whether an error (by its class name and text) says the database cannot be
+    reached just now: the client should retry (503), nothing is wrong with the request."""
+    if error_type in DEPENDENCY_ERRORS:
+        return True
+    code = SQLSTATE.search(text or "")
+    return error_type == "DatabaseError" and code is not None and code.group(1)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+
+
+def unexpected_error_response(exc, where):
+    """503 when the gateway's own database is unreachable, else a logged 500."""
+    if isinstance(exc, sa.exc.SQLAlchemyError) and database_unavailable(type(exc).__name__, str(exc)):
+        log.warning("database unavailable in %s: %s", where, str(exc).splitlines()[0])
+        return error_response(503, "service_unavailable", "The gateway cannot reach its database; try again soon")
+    log.error("unhandled error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
+    return error_response(500, "internal_error", "Something went wrong on our side")
 
 
 def json_response(status, body, headers=None):
@@ -97,9 +121,8 @@ class JsonWsgiApp(WsgiApp):
             response = provider.handle_request(request)
         except HTTPException as exc:
             response = http_exception_response(exc)
-        except Exception:
-            log.exception("unhandled error")
-            response = error_response(500, "internal_error", "Something went wrong on our side")
+        except Exception as exc:
+            response = unexpected_error_response(exc, request.path)
         return response(environ, start_with_id)
 
 
@@ -118,8 +141,7 @@ class ApiRoute(HttpRequestHandler):
     def response_from_exception(self, exc):
         if isinstance(exc, LastmileError):
             return error_response(exc.status, exc.code, exc.message, exc.details, getattr(exc, "headers", None))
-        log.error("unhandled error in %s", self.method_name, exc_info=(type(exc), exc, exc.__traceback__))
-        return error_response(500, "internal_error", "Something went wrong on our side")
+        return unexpected_error_response(exc, self.method_name)
 
 
 def read_json(request, required=True):
@@ -204,7 +226,7 @@ def call(proxy, service, method, *args, timeout=None):
         outcome = "unavailable"
         raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
     except RemoteError as exc:
-        if exc.exc_type in DEPENDENCY_ERRORS:
+        if database_unavailable(exc.exc_type, exc.value):
             # The service is up but its database is not: a dependency is down, not a bug.
             outcome = "unavailable"
             raise ServiceUnavailable(f"The {service} service cannot reach its database",

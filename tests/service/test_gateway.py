@@ -7,9 +7,11 @@ import uuid
 import eventlet
 import pytest
 import requests
+import sqlalchemy as sa
 from nameko.rpc import rpc
 
 from gateway.service import GatewayService
+from lastmile.db import make_engine
 from services.needs.service import NeedsService
 from tests.e2e.conftest import free_port
 
@@ -28,6 +30,37 @@ class HungVolunteers:
     @rpc
     def health(self):
         eventlet.sleep(30)
+
+
+class NeedsWithAnAilingDatabase:
+    """Stands in for a needs service whose PostgreSQL ends its session mid-query, as
+    a restarting server does, or which runs a statement PostgreSQL refuses."""
+
+    name = "needs"
+
+    @rpc
+    def get_need(self, actor, need_id):
+        engine = make_engine("needs", pool_size=1)
+        try:
+            with engine.connect() as conn:
+                if need_id == "bad-statement":
+                    return conn.execute(sa.text("SELECT 1 / 0")).scalar()
+                pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+                eventlet.spawn_after(0.3, self._terminate, pid)
+                conn.execute(sa.text("SELECT pg_sleep(5)"))
+        finally:
+            engine.dispose()
+
+    @staticmethod
+    def _terminate(pid):
+        other = make_engine("needs", pool_size=1)
+        with other.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        other.dispose()
+
+    @rpc
+    def health(self):
+        return {"status": "ok"}
 
 
 @pytest.fixture
@@ -63,6 +96,18 @@ def test_a_stopped_service_is_503_and_a_hung_one_504_within_two_seconds(gateway,
     assert ready.status_code == 503 and seconds < 3
     assert {"needs", "dispatch", "ratings", "volunteers"} <= set(ready.json()["missing"])
     assert ready.json()["checks"]["broker"] == "ok"
+
+
+def test_a_database_going_away_is_503_but_a_statement_it_refuses_stays_500(gateway, run_services, monkeypatch):
+    """The first is worth a retry (the server is restarting); the second is a bug."""
+    base, admin = gateway
+    monkeypatch.setenv("LASTMILE_RPC_TIMEOUT", "10")  # a loaded machine must not turn either into a 504
+    run_services(NeedsWithAnAilingDatabase)
+    going_away = requests.get(base + "/api/v1/needs/mid-query", headers=admin, timeout=10)
+    assert going_away.status_code == 503, going_away.text
+    assert going_away.json()["error"]["code"] == "service_unavailable"
+    refused = requests.get(base + "/api/v1/needs/bad-statement", headers=admin, timeout=10)
+    assert refused.status_code == 500 and refused.json()["error"]["code"] == "internal_error"
 
 
 def test_readyz_turns_ready_when_a_service_starts(gateway, run_services):

@@ -1,0 +1,22 @@
+"""Which database errors the gateway answers with 503 (retry soon) rather than 500."""
+import pytest
+
+from gateway.http import database_unavailable
+
+PG8000 = "(pg8000.exceptions.DatabaseError) {{'S': 'FATAL', 'V': 'FATAL', 'C': '{code}', 'M': 'message'}}"
+
+
+@pytest.mark.parametrize("code", ["57P01", "57P03", "53300", "08006", "58030"])
+def test_a_server_shutting_down_starting_or_full_is_unavailable(code):
+    assert database_unavailable("DatabaseError", PG8000.format(code=code))
+
+
+@pytest.mark.parametrize("code", ["22003", "22012", "23505", "42P01", "40001"])
+def test_a_statement_the_server_refuses_is_not(code):
+    assert not database_unavailable("DatabaseError", PG8000.format(code=code))
+
+
+def test_lost_connections_and_exhausted_pools_are_unavailable_whatever_their_text():
+    for error_type in ("InterfaceError", "OperationalError", "TimeoutError", "DisconnectionError"):
+        assert database_unavailable(error_type, "network error")
+    assert not database_unavailable("ValueError", "'C': '57P01'")
