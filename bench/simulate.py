@@ -357,11 +357,11 @@ COMPLETE, ANSWER, EXPIRE, APPROVE = range(4)  # order of events due at the same 
 class Simulation:
     """One dispatcher over one world. The method names follow DispatchService's."""
 
-    def __init__(self, world, dispatcher, guard_accept=False):
+    def __init__(self, world, dispatcher, guard_accept=True):
         self.world = world
         self.dispatcher = dispatcher
         self.policy = dispatcher.policy
-        self.guard_accept = guard_accept  # refuse an acceptance past max_active_assignments (not in service.py)
+        self.guard_accept = guard_accept  # refuse an acceptance past max_active_assignments, as service.py does
         self.volunteers = {v.id: v for v in world.volunteers}
         self.candidates = {v.id: replace(v.candidate) for v in world.volunteers}  # dispatch's projection
         self.by_skill = {c: [v.id for v in world.volunteers if c in v.candidate.skills] for c in CATEGORIES}
@@ -483,6 +483,7 @@ class Simulation:
         expired = [o for o in order.offers if o.status == domain.PENDING and o.deadline <= now]
         for offer in expired:
             offer.status, offer.responded_at = domain.EXPIRED, now
+            self.candidates[offer.volunteer_id].declined += 1
             self.emit("offer_expired", order, offer.volunteer_id)
         if expired:
             self._advance(order, now)
@@ -585,7 +586,7 @@ class Simulation:
         return p
 
 
-def simulate(world, dispatcher, guard_accept=False):
+def simulate(world, dispatcher, guard_accept=True):
     return Simulation(world, dispatcher, guard_accept=guard_accept).run()
 
 
@@ -668,7 +669,7 @@ def summarize(sim):
     }
 
 
-def run(seed=1, volunteers=DEFAULT_VOLUNTEERS, needs=DEFAULT_NEEDS, day=DEFAULT_DATE, guard_accept=False):
+def run(seed=1, volunteers=DEFAULT_VOLUNTEERS, needs=DEFAULT_NEEDS, day=DEFAULT_DATE, guard_accept=True):
     world = build_world(seed, volunteers, needs, day)
     results = [summarize(simulate(world, d, guard_accept=guard_accept)) for d in dispatchers()]
     return {
@@ -734,8 +735,8 @@ def main(argv=None):
     parser.add_argument("--volunteers", type=int, default=DEFAULT_VOLUNTEERS)
     parser.add_argument("--needs", type=int, default=DEFAULT_NEEDS)
     parser.add_argument("--date", type=date.fromisoformat, default=DEFAULT_DATE, help="the day (YYYY-MM-DD)")
-    parser.add_argument("--guard-accept", action="store_true",
-                        help="refuse acceptances past max_active_assignments (service.py does not)")
+    parser.add_argument("--no-accept-guard", dest="guard_accept", action="store_false",
+                        help="let acceptances pass max_active_assignments, to see what the check at acceptance buys")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.volunteers < 1 or args.needs < 1:

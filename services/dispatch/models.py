@@ -27,7 +27,7 @@ class Candidate(Base):
     recent_hours: Mapped[float] = mapped_column(sa.Float, default=0.0)
     recent_offers: Mapped[int] = mapped_column(sa.Integer, default=0)
     accepted: Mapped[int] = mapped_column(sa.Integer, default=0)
-    declined: Mapped[int] = mapped_column(sa.Integer, default=0)
+    declined: Mapped[int] = mapped_column(sa.Integer, default=0)  # declined or left to expire
     revision: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     updated_at = mapped_column(UTCDateTime, nullable=False)
 

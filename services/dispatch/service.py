@@ -298,6 +298,9 @@ class DispatchService(LastmileService):
                 for offer in expired:
                     offer.status = domain.EXPIRED
                     offer.responded_at = now
+                    candidate = session.get(Candidate, offer.volunteer_id)
+                    if candidate is not None:
+                        candidate.declined += 1  # an offer left unanswered counts against acceptance too
                     self.db.emit(session, "offer_expired", self._offer_data(offer, order), need_id=order.need_id)
                 if expired:
                     self._advance(session, order, now)

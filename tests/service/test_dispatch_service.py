@@ -291,6 +291,12 @@ def test_an_unanswered_offer_expires_and_the_next_volunteer_is_asked(world, monk
     world.tap.drain(0.3)
     assert len(world.tap.of("offer_expired", need_id)) == 1
 
+    # Letting an offer expire counts against acceptance, as a decline does.
+    later = world.approve(urgency="urgent")["need_id"]
+    world.offer_made(later, count=2)
+    parts = {o["volunteer_id"]: o["score_parts"]["acceptance"] for o in world.order(later)["offers"]}
+    assert parts[first["volunteer_id"]] < parts[second["volunteer_id"]]
+
 
 # ------------------------------------------------------------------ urgent needs and the race to accept
 
