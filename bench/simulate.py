@@ -497,14 +497,15 @@ class Simulation:
             return
         policy = self.policy
         _, at_once, deadline = policy.strategy(order.need.urgency, order.need.category)
+        too_late = domain.window_started(order.need.window_start, now)
         while True:
-            room = policy.offers_per_level - order.offers_at_level
-            ranked = self._ranked_candidates(order, policy) if room > 0 else []
+            wanted = 0 if too_late else domain.offers_to_make(policy, order.level, order.offers_at_level, at_once)
+            ranked = self._ranked_candidates(order, policy) if wanted else []
             if ranked:
-                for candidate, total, parts in ranked[:min(at_once, room)]:
+                for candidate, total, parts in ranked[:wanted]:
                     self._make_offer(order, candidate, total, parts, now + deadline)
                 return
-            following = domain.next_level(order.level)
+            following = None if too_late else domain.next_level(order.level)
             if following is None:
                 order.status = domain.UNFILLED
                 self.emit("order_unfilled", order)

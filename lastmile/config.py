@@ -24,7 +24,7 @@ VARIABLES = {
     "LASTMILE_OFFER_MINUTES_URGENT": ("10", "deadline of an offer for an urgent need"),
     "LASTMILE_DISPATCH_STRATEGIES": ("", "JSON overriding strategy, size and deadline per category and urgency"),
     "LASTMILE_BROADCAST_SIZE": ("3", "offers made at once for an urgent need"),
-    "LASTMILE_OFFERS_PER_LEVEL": ("3", "offers at one escalation level before widening"),
+    "LASTMILE_OFFERS_PER_LEVEL": ("3", "offers at the station, then at the institute, before widening (the district asks until no one is left)"),
     "LASTMILE_MAX_ACTIVE_ASSIGNMENTS": ("2", "assignments a volunteer may hold at once"),
     "LASTMILE_HOURS_MINIMUM_MINUTES": ("15", "service shorter than this credits no hours"),
     "LASTMILE_HOURS_STEP_MINUTES": ("30", "credited time is rounded down to a multiple of this"),

@@ -124,6 +124,23 @@ def next_level(level):
     return LEVELS[index] if index < len(LEVELS) else None
 
 
+def offers_to_make(policy, level, offers_at_level, at_once):
+    """How many offers to make now at this level; 0 when its budget is spent and the
+    search must widen. Station and institute get ``offers_per_level`` offers each. The
+    district is the last call: it keeps asking, at least ``broadcast_size`` at once,
+    until nobody eligible is left (a cap there left needs unfilled with willing
+    volunteers never asked; see bench/simulate.py)."""
+    if next_level(level) is None:
+        return max(at_once, policy.broadcast_size)
+    return max(0, min(at_once, policy.offers_per_level - offers_at_level))
+
+
+def window_started(window_start, now):
+    """No new offers once the service should have begun: staff are told it is unfilled
+    and may dispatch it by hand."""
+    return window_start is not None and now >= window_start
+
+
 def available(availability, start, end):
     """Weekly availability ``{"mon": [["08:00", "12:00"]], ...}`` in local time.
     No availability given, or no window given, means no constraint."""

@@ -437,19 +437,21 @@ class DispatchService(LastmileService):
             return
         policy = self.policy
         _, at_once, deadline = policy.strategy(order.urgency, order.category)
+        too_late = domain.window_started(need_facts(order).window_start, now)
         while True:
-            room = policy.offers_per_level - order.offers_at_level
-            ranked = self._ranked_candidates(session, order, policy) if room > 0 else []
+            wanted = 0 if too_late else domain.offers_to_make(policy, order.level, order.offers_at_level, at_once)
+            ranked = self._ranked_candidates(session, order, policy, wanted) if wanted else []
             if ranked:
-                for candidate, total, parts in ranked[:min(at_once, room)]:
+                for candidate, total, parts in ranked[:wanted]:
                     self._make_offer(session, order, candidate, total, parts, now + deadline)
                 return
-            following = domain.next_level(order.level)
+            following = None if too_late else domain.next_level(order.level)
             order.updated_at = now
             if following is None:
                 order.status = domain.UNFILLED
-                self.db.emit(session, "order_unfilled", {"order_id": order.id, "site_id": order.site_id,
-                                                         "category": order.category}, need_id=order.need_id)
+                self.db.emit(session, "order_unfilled", {
+                    "order_id": order.id, "site_id": order.site_id, "category": order.category,
+                    "reason": "window_started" if too_late else "no_one_left"}, need_id=order.need_id)
                 return
             self.db.emit(session, "order_escalated",
                          {"order_id": order.id, "from_level": order.level, "to_level": following,
@@ -457,14 +459,11 @@ class DispatchService(LastmileService):
             order.level = following
             order.offers_at_level = 0
 
-    def _ranked_candidates(self, session, order, policy):
-        """The candidates of the offers ``_advance`` is about to make, best first: the
-        top min(offers at once, room left at this level), exactly as domain.rank would
-        order every eligible candidate (services/dispatch/matching.py)."""
+    def _ranked_candidates(self, session, order, policy, wanted):
+        """The ``wanted`` best candidates at the order's level, best first, exactly as
+        domain.rank would order every eligible candidate (services/dispatch/matching.py)."""
         scope = domain.level_site(order.site_id, order.level)
         offered = set(session.scalars(sa.select(Offer.volunteer_id).where(Offer.order_id == order.id)))
-        _, at_once, _ = policy.strategy(order.urgency, order.category)
-        wanted = max(1, min(at_once, policy.offers_per_level - order.offers_at_level))
         return matching.ranked(session, need_facts(order), scope, offered, policy, wanted)
 
     def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False, team_id=None):

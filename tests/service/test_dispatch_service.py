@@ -246,6 +246,37 @@ def test_declines_move_down_the_list_then_widen_level_by_level_until_unfilled(wo
     assert [o["status"] for o in order["offers"]] == ["declined"] * 6
 
 
+def test_the_district_is_the_last_call_three_at_a_time_until_no_one_is_left(world):
+    """Past the station and institute budgets the district keeps asking: five far
+    volunteers, more than LASTMILE_OFFERS_PER_LEVEL, are all asked before it is unfilled."""
+    far = [world.volunteer(world.tree["far_station"], km=km) for km in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    need_id = world.approve()["need_id"]
+    first = world.offer_made(need_id, count=3)
+    assert {e["data"]["volunteer_id"] for e in first} == {v["volunteer_id"] for v in far[:3]}
+    assert {e["data"]["level"] for e in first} == {"district"}
+    for volunteer in far[:3]:
+        [offer] = world.offers_of(volunteer)
+        world.rpc.dispatch.decline_offer(world.as_volunteer(volunteer), offer["id"], {"reason": "没空"})
+    world.offer_made(need_id, count=5)
+    for volunteer in far[3:]:
+        [offer] = world.offers_of(volunteer)
+        world.rpc.dispatch.decline_offer(world.as_volunteer(volunteer), offer["id"], {"reason": "没空"})
+    [unfilled] = world.tap.wait("order_unfilled", need_id)
+    assert unfilled["data"]["reason"] == "no_one_left"
+    assert [o["status"] for o in world.order(need_id)["offers"]] == ["declined"] * 5
+
+
+def test_a_need_whose_window_has_started_is_not_offered_but_left_to_staff(world):
+    world.volunteer(world.tree["station"])
+    data = world.need_data(world.tree["station"])
+    data["window_start"] = "2026-01-05T01:00:00Z"  # already begun
+    need_id = publish_event(world.uri, "needs", "need_approved", data, need_id=data["need_id"])["need_id"]
+    [unfilled] = world.tap.wait("order_unfilled", need_id)
+    assert unfilled["data"]["reason"] == "window_started"
+    assert world.tap.of("offer_made", need_id) == []
+    assert world.order(need_id)["status"] == "unfilled"
+
+
 def test_a_station_without_candidates_widens_at_once_to_its_institute(world):
     tree = world.tree
     neighbour = world.volunteer(tree["other_station"], km=1.0)

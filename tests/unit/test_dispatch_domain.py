@@ -244,6 +244,21 @@ def test_strategy_follows_the_policy():
     assert policy.strategy("normal") == ("sequential", 1, timedelta(minutes=60))
 
 
+
+@pytest.mark.parametrize("level, made, at_once, expected", [
+    ("station", 0, 1, 1), ("station", 2, 1, 1), ("station", 3, 1, 0),  # three each, then widen
+    ("institute", 1, 3, 2), ("institute", 3, 3, 0),
+    ("district", 0, 1, 3), ("district", 30, 1, 3), ("district", 30, 5, 5),  # the last call never runs dry
+])
+def test_offers_to_make_spend_a_budget_per_level_but_the_district_keeps_asking(level, made, at_once, expected):
+    assert domain.offers_to_make(Policy(), level, made, at_once) == expected
+
+
+def test_no_new_offers_once_the_window_has_started():
+    assert domain.window_started(None, NOW) is False
+    assert domain.window_started(NOW + timedelta(minutes=1), NOW) is False
+    assert domain.window_started(NOW, NOW) is True
+
 # --------------------------------------------------------------------------- offers
 
 NOW = utc(9, 1)
