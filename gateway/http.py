@@ -33,6 +33,10 @@ DEPENDENCY_ERRORS = {"OperationalError", "InterfaceError", "DisconnectionError",
 # insufficient resources, operator intervention, system error), not of a bad statement.
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
 SQLSTATE = re.compile(r"'C': '([0-9A-Z]{5})'")  # as pg8000 words a server's error
+# PEP 249's classes, under which drivers file a server's errors (pg8000: "too many
+# clients" is a ProgrammingError, a shutdown a DatabaseError).
+DBAPI_ERRORS = {"DatabaseError", "ProgrammingError", "OperationalError", "InternalError", "DataError",
+                "IntegrityError", "NotSupportedError"}
 
 
 def database_unavailable(error_type, text):
@@ -41,7 +45,7 @@ def database_unavailable(error_type, text):
     if error_type in DEPENDENCY_ERRORS:
         return True
     code = SQLSTATE.search(text or "")
-    return error_type == "DatabaseError" and code is not None and code.group(1)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return error_type in DBAPI_ERRORS and code is not None and code.group(1)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
 
 
 def unexpected_error_response(exc, where):
@@ -191,12 +195,16 @@ class ServiceWatch:
     def __init__(self, ttl=1.0):
         self.ttl = ttl
         self.known = {}
+        self.asking = set()
 
     def consumers(self, service):
         now = time.monotonic()
         cached = self.known.get(service)
-        if cached and now - cached[0] < self.ttl:
+        # While one request asks the broker, the others take the answer of a second
+        # ago rather than each opening a connection of its own.
+        if cached and (now - cached[0] < self.ttl or service in self.asking):
             return cached[1]
+        self.asking.add(service)
         try:
             with Connection(config.get("LASTMILE_AMQP_URI"), connect_timeout=1) as conn:
                 _, _, count = conn.channel().queue_declare(f"rpc-{service}", passive=True)
@@ -204,6 +212,8 @@ class ServiceWatch:
             count = 0  # no such queue: the service never ran
         except Exception as exc:
             raise ServiceUnavailable("The message broker is not reachable", {"broker": str(exc)})
+        finally:
+            self.asking.discard(service)
         self.known[service] = (now, count)
         return count
 

@@ -9,11 +9,13 @@ PG8000 = "(pg8000.exceptions.DatabaseError) {{'S': 'FATAL', 'V': 'FATAL', 'C': '
 @pytest.mark.parametrize("code", ["57P01", "57P03", "53300", "08006", "58030"])
 def test_a_server_shutting_down_starting_or_full_is_unavailable(code):
     assert database_unavailable("DatabaseError", PG8000.format(code=code))
+    assert database_unavailable("ProgrammingError", PG8000.format(code=code))  # pg8000's "too many clients"
 
 
 @pytest.mark.parametrize("code", ["22003", "22012", "23505", "42P01", "40001"])
 def test_a_statement_the_server_refuses_is_not(code):
     assert not database_unavailable("DatabaseError", PG8000.format(code=code))
+    assert not database_unavailable("ProgrammingError", PG8000.format(code=code))
 
 
 def test_lost_connections_and_exhausted_pools_are_unavailable_whatever_their_text():
