@@ -94,15 +94,22 @@ class NotFoundRoute(NotFound):
         super().__init__("No such route")
 
 
+def backend(service):
+    """An RPC proxy whose requests expire in the service's queue when the gateway stops
+    waiting (504): a request left there while the service is down or swamped is not
+    carried out later, unseen by the caller who was told it timed out."""
+    return RpcProxy(service, expiration=config.get_float("LASTMILE_RPC_TIMEOUT"))
+
+
 class GatewayService(Open311Routes, EventRoutes):
     name = "gateway"
 
     accounts = GatewayStore(Base.metadata, MIGRATIONS, MESSAGING)
-    needs = RpcProxy("needs")
-    dispatch = RpcProxy("dispatch")
-    volunteers = RpcProxy("volunteers")
-    ratings = RpcProxy("ratings")
-    notifications = RpcProxy("notifications")
+    needs = backend("needs")
+    dispatch = backend("dispatch")
+    volunteers = backend("volunteers")
+    ratings = backend("ratings")
+    notifications = backend("notifications")
 
     def rpc(self, service, method, *args, **kwargs):
         return call(getattr(self, service), service, method, *args, **kwargs)

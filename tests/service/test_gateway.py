@@ -32,6 +32,20 @@ class HungVolunteers:
         eventlet.sleep(30)
 
 
+class SwampedVolunteers:
+    """Stands in for a volunteers service busy with one request far longer than the
+    gateway waits (run with one worker, so the next request waits in its queue)."""
+
+    name = "volunteers"
+    carried_out = []
+
+    @rpc
+    def get_volunteer(self, actor, volunteer_id):
+        SwampedVolunteers.carried_out.append(volunteer_id)
+        eventlet.sleep(4)
+        return {"id": volunteer_id}
+
+
 class NeedsWithAnAilingDatabase:
     """Stands in for a needs service whose PostgreSQL ends its session mid-query, as
     a restarting server does, or which runs a statement PostgreSQL refuses."""
@@ -108,6 +122,19 @@ def test_a_database_going_away_is_503_but_a_statement_it_refuses_stays_500(gatew
     assert going_away.json()["error"]["code"] == "service_unavailable"
     refused = requests.get(base + "/api/v1/needs/bad-statement", headers=admin, timeout=10)
     assert refused.status_code == 500 and refused.json()["error"]["code"] == "internal_error"
+
+
+def test_a_request_the_gateway_gave_up_on_is_not_carried_out_later(gateway, run_services, monkeypatch):
+    base, admin = gateway
+    monkeypatch.setenv("LASTMILE_MAX_WORKERS", "1")
+    run_services(SwampedVolunteers)
+    first = eventlet.spawn(requests.get, base + "/api/v1/volunteers/first", headers=admin, timeout=10)
+    eventlet.sleep(0.3)
+    queued, seconds = timed("GET", base + "/api/v1/volunteers/queued", headers=admin)
+    assert queued.status_code == 504 and seconds < 2.5
+    assert first.wait().status_code == 504
+    eventlet.sleep(5)  # the first is done: the queued one would run now had it not expired
+    assert SwampedVolunteers.carried_out == ["first"]
 
 
 def test_readyz_turns_ready_when_a_service_starts(gateway, run_services):
