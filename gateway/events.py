@@ -246,6 +246,10 @@ class EventRoutes:
                 .order_by(Delivery.id.desc()).limit(query["limit"]))]
             return {"items": items, "total": len(items)}
 
+    @timer(interval=3600)
+    def prune_messaging(self):
+        self.accounts.store.prune_messaging()
+
     @timer(interval=1)
     @rpc
     def deliver_webhooks(self):

@@ -19,6 +19,7 @@ VARIABLES = {
     "LASTMILE_RATE_LIMIT": ("600", "requests a minute per token and per client address; 0 turns the limit off"),
     "LASTMILE_EVENT_RETRY_DELAYS": ("1,5,30,120,600", "seconds between retries of a failing event handler; then it dead-letters"),
     "LASTMILE_MAX_WORKERS": ("10", "concurrent workers per service process"),
+    "LASTMILE_MESSAGE_RETENTION_DAYS": ("30", "days a published event stays in a service's outbox and a consumed event in its ledger of consumed events"),
     "LASTMILE_GATEWAY_WORKERS": ("100", "concurrent requests per gateway process"),
     "LASTMILE_OFFER_MINUTES_NORMAL": ("30", "deadline of an offer for a normal need"),
     "LASTMILE_OFFER_MINUTES_URGENT": ("10", "deadline of an offer for an urgent need"),

@@ -2,6 +2,7 @@
 and per worker a unit of work that commits state and events together."""
 import logging
 from contextlib import contextmanager
+from datetime import timedelta
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
@@ -66,6 +67,9 @@ class UnitOfWork:
             EVENTS_CONSUMED.labels(consumer, "duplicate").inc()
         return first
 
+    def prune_messaging(self):
+        return self._store.prune_messaging()
+
 
 class Store(DependencyProvider):
     def __init__(self, metadata, migrations_dir, messaging):
@@ -93,6 +97,22 @@ class Store(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return UnitOfWork(self, worker_ctx)
+
+    def prune_messaging(self):
+        """Forget events published, and events consumed, longer ago than the retention:
+        both tables would otherwise grow for as long as the service runs. A consumed
+        event is remembered far longer than any redelivery takes (retries last minutes);
+        one that failed for good is a dead letter, never in the ledger, so a replay of it
+        is applied once whenever it comes. Returns (outbox rows, ledger rows) removed."""
+        cutoff = utcnow() - timedelta(days=config.get_float("LASTMILE_MESSAGE_RETENTION_DAYS"))
+        outbox, consumed = self.outbox, self.consumed
+        with self.Session.begin() as session:
+            published = session.execute(sa.delete(outbox).where(
+                outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)).rowcount
+            remembered = session.execute(sa.delete(consumed).where(consumed.c.consumed_at < cutoff)).rowcount
+        if published or remembered:
+            log.info("pruned %d published and %d consumed events older than %s", published, remembered, cutoff)
+        return published, remembered
 
     def worker_setup(self, worker_ctx):
         # Every log line of this worker carries the request id it serves.

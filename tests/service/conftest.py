@@ -38,10 +38,13 @@ def run_services(infrastructure):
     containers = []
 
     def start(*service_classes):
+        started = []
         for cls in service_classes:
             container = ServiceContainer(cls, config.nameko_config())
             container.start()
-            containers.append(container)
+            started.append(container)
+        containers.extend(started)
+        return started
 
     yield start
     for container in containers:
