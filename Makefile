@@ -7,12 +7,13 @@ PY := $(VENV)/bin/python
 export LASTMILE_ADMIN_PHONE ?= 13800000000
 export LASTMILE_ADMIN_PASSWORD ?= lastmile-admin
 
-.PHONY: run test demo clean
+.PHONY: run test demo bench clean
 
-$(VENV)/.installed: requirements.txt requirements-ci.txt
+$(VENV)/.installed: requirements.txt requirements-ci.txt bench/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -r requirements-ci.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
 # make run REPLICAS="dispatch=2 needs=2" runs more processes of those services.
@@ -26,6 +27,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# make bench: Lastmile beside a bare nameko stack under load, on PostgreSQL (bench/README.md);
+# BENCH="--duration 5" passes options on.
+BENCH ?=
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.load $(BENCH)
 
 clean:
 	rm -rf var

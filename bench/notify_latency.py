@@ -47,6 +47,8 @@ from pathlib import Path  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from kombu import Connection  # noqa: E402
 
+from bench import percentile  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 STATION = "bench.town.village"
@@ -70,14 +72,6 @@ def environment(run_id):
 
 def rabbitmqctl(*args):
     return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))  # nearest rank
-    return ordered[rank]
 
 
 def summary(latencies):
