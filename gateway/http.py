@@ -15,6 +15,7 @@ from nameko.exceptions import RemoteError, UnknownService
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, NotFound as NoSuchPath
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Request, Response
 
 from gateway.observability import HTTP_REQUESTS, HTTP_SECONDS, RPC_CALLS, RPC_SECONDS
@@ -132,7 +133,11 @@ class JsonWsgiApp(WsgiApp):
 
 class ApiServer(WebServer):
     def get_wsgi_app(self):
-        return JsonWsgiApp(self)
+        app = JsonWsgiApp(self)
+        hops = config.get_int("LASTMILE_PROXY_HOPS")
+        # Behind a reverse proxy every request comes from the proxy: without this, all
+        # of a district's residents would share one address's rate limit.
+        return ProxyFix(app, x_for=hops) if hops > 0 else app
 
     def context_data_from_headers(self, request):
         # Carried to every RPC call and into the envelope of the events it causes.

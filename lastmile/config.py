@@ -16,6 +16,7 @@ VARIABLES = {
     "LASTMILE_ADMIN_PHONE": ("", "phone of the first admin account, created at start"),
     "LASTMILE_ADMIN_PASSWORD": ("", "password of the first admin account"),
     "LASTMILE_RPC_TIMEOUT": ("1.8", "seconds the gateway waits for a service before answering 504"),
+    "LASTMILE_PROXY_HOPS": ("0", "reverse proxies in front of the gateway, each appending X-Forwarded-For; the client address (for rate limits and logs) is taken that many entries from its end; 0 trusts the header not at all"),
     "LASTMILE_RATE_LIMIT": ("600", "requests a minute per token and per client address; 0 turns the limit off"),
     "LASTMILE_EVENT_RETRY_DELAYS": ("1,5,30,120,600", "seconds between retries of a failing event handler; then it dead-letters"),
     "LASTMILE_MAX_WORKERS": ("10", "concurrent workers per service process"),

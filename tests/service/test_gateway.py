@@ -10,6 +10,7 @@ import requests
 import sqlalchemy as sa
 from nameko.rpc import rpc
 
+from gateway.limits import limiter
 from gateway.service import GatewayService
 from lastmile.db import make_engine
 from services.needs.service import NeedsService
@@ -78,9 +79,16 @@ class NeedsWithAnAilingDatabase:
 
 
 @pytest.fixture
-def gateway(run_services, monkeypatch):
+def proxy_hops():
+    return "0"  # a test parametrizes it to stand behind proxies
+
+
+@pytest.fixture
+def gateway(run_services, monkeypatch, proxy_hops):
     port = free_port()
     monkeypatch.setenv("LASTMILE_PORT", str(port))
+    monkeypatch.setenv("LASTMILE_PROXY_HOPS", proxy_hops)
+    limiter.windows.clear()  # counts are per process: one test's requests must not weigh on the next
     monkeypatch.setenv("LASTMILE_ADMIN_PHONE", ADMIN_PHONE)
     monkeypatch.setenv("LASTMILE_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.setenv("LASTMILE_RATE_LIMIT", "0")
@@ -154,6 +162,29 @@ def test_requests_over_the_rate_limit_get_429_with_retry_after(gateway, monkeypa
     assert answers[3].status_code == 429 and 1 <= int(answers[3].headers["Retry-After"]) <= 61
     assert answers[3].json()["error"]["code"] == "too_many_requests"
     assert requests.get(base + "/healthz", timeout=5).status_code == 200  # operations are not limited
+
+
+def limited(base, forwarded_for):
+    """Whether a request said to come from ``forwarded_for`` is refused for its rate
+    (any other answer will do: the needs service behind /categories is not running)."""
+    return requests.get(base + "/api/v1/categories", headers={"X-Forwarded-For": forwarded_for},
+                        timeout=5).status_code == 429
+
+
+@pytest.mark.parametrize("proxy_hops", ["1"])
+def test_behind_a_proxy_each_client_has_a_limit_of_its_own(gateway, monkeypatch):
+    base, _ = gateway
+    monkeypatch.setenv("LASTMILE_RATE_LIMIT", "3")
+    assert [limited(base, "203.0.113.7") for _ in range(4)] == [False, False, False, True]
+    assert not limited(base, "203.0.113.8")  # a neighbour behind the same proxy
+    # The proxy appends the address it saw: what a client writes before it changes nothing.
+    assert limited(base, "198.51.100.1, 203.0.113.7")
+
+
+def test_without_a_proxy_the_header_is_not_believed(gateway, monkeypatch):
+    base, _ = gateway
+    monkeypatch.setenv("LASTMILE_RATE_LIMIT", "3")
+    assert [limited(base, f"203.0.113.{n}") for n in range(4)] == [False, False, False, True]
 
 
 def resident(base):
