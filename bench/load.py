@@ -394,6 +394,22 @@ class Environment:
         self.vhosts.append(vhost)
         return f"{self.amqp_root}/{vhost}"
 
+    def wait_for_quiet(self, timeout=60):
+        """Wait until the broker holds no message for either system (what a phase left
+        behind would otherwise weigh on the next); parked dead letters do not count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = 0
+            for vhost in self.vhosts:
+                listed = rabbitmqctl("list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages")
+                for line in listed.stdout.splitlines():
+                    name, _, count = line.rpartition("\t")
+                    if count.strip().isdigit() and not name.startswith("lastmile.dead."):
+                        waiting += int(count)
+            if waiting == 0 or time.monotonic() > deadline:
+                return waiting
+            time.sleep(1)
+
     def admin_engine(self):
         return sa.create_engine(sa.engine.make_url(self.database).set(drivername="postgresql+pg8000",
                                                                           database="postgres"),
@@ -521,16 +537,18 @@ def figure_row(name, unit, lastmile, baseline, higher_is_better):
             "higher_is_better": higher_is_better}
 
 
-async def measure(systems, args, processes, profile_pids):
+async def measure(systems, args, processes, profile_pids, environment):
     results = {system.name: {} for system in systems}
     connector = dict(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
 
     async def each(phase, run):
         for system in systems:
+            left = await asyncio.to_thread(environment.wait_for_quiet)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector), timeout=timeout) as http:
                 print(f"  {phase}: {system.name} …", flush=True)
                 results[system.name][phase] = await run(system, http)
+                results[system.name][phase]["left_in_queues_before"] = left
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector), timeout=timeout) as http:
         for system in systems:
@@ -561,16 +579,18 @@ async def measure(systems, args, processes, profile_pids):
     return results
 
 
-async def measure_again(systems, args):
+async def measure_again(systems, args, environment):
     """The throughput figures once more, after the replicas joined."""
     results = {system.name: {} for system in systems}
     for phase, make in (("submit", lambda s, http: lambda i: s.submit(http, i)),
                         ("cycles", lambda s, http: lambda i: s.cycle(http, i))):
         for system in systems:
+            left = await asyncio.to_thread(environment.wait_for_quiet)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                              timeout=aiohttp.ClientTimeout(total=30)) as http:
                 print(f"  {phase} with replicas: {system.name} …", flush=True)
                 results[system.name][phase] = await closed_loop(args.clients, args.duration, make(system, http))
+                results[system.name][phase]["left_in_queues_before"] = left
     return results
 
 
@@ -722,7 +742,7 @@ def main(argv=None):
         profile_pids = {label.split(":")[1]: pid for pid, label in processes.items()
                         if label in ("lastmile:gateway-1", "lastmile:needs-1", "lastmile:dispatch-1")}
         print("Measuring …", flush=True)
-        results = asyncio.run(measure(systems, args, processes, profile_pids))
+        results = asyncio.run(measure(systems, args, processes, profile_pids, environment))
 
         replicas = None
         if not args.no_replicas:
@@ -734,7 +754,7 @@ def main(argv=None):
             if "baseline" in wanted:
                 environment.start(["-m", "bench.baseline.services", "writer"], envs["baseline"], "baseline-writer-2.log")
                 wait_consumers(envs["baseline"]["BASELINE_AMQP_URI"], "rpc-baseline_writer", 2)
-            replicas = {"service": service, **asyncio.run(measure_again(systems, args))}
+            replicas = {"service": service, **asyncio.run(measure_again(systems, args, environment))}
 
         # What the systems wrote, so that a figure is never read off requests that did nothing.
         checks = {}
