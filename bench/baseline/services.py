@@ -56,11 +56,12 @@ def database_url():
 
 
 class Database(DependencyProvider):
-    """One engine per process, a connection for each worker, kept open."""
+    """One engine per process, its connections kept open: one for each worker, at most 8
+    (as Lastmile's, lastmile/db.py)."""
 
     def setup(self):
         workers = self.container.config["max_workers"]
-        self.engine = sa.create_engine(database_url(), pool_size=workers, max_overflow=0)
+        self.engine = sa.create_engine(database_url(), pool_size=min(workers, 8), max_overflow=0)
 
     def get_dependency(self, worker_ctx):
         return self.engine
