@@ -14,6 +14,12 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 
+# ---- console: the web console's chart library, from the npm registry as its lockfile pins it
+FROM node:20.20.2-bookworm-slim AS console
+WORKDIR /console
+COPY gateway/console/package.json gateway/console/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
 # ---- final: the venv and the code, run as a non-root user --------------------------
 FROM python:3.11.7-slim-bookworm
 
@@ -35,6 +41,7 @@ WORKDIR /app
 COPY lastmile/ lastmile/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY --from=console /console/node_modules/chart.js/dist/chart.umd.js gateway/console/node_modules/chart.js/dist/
 RUN python -m compileall -q lastmile services gateway \
  && mkdir -p /app/var \
  && chown lastmile:lastmile /app/var

@@ -16,16 +16,24 @@ $(VENV)/.installed: requirements.txt requirements-ci.txt bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
+# The web console's chart library, from the npm registry as its lockfile pins it.
+CONSOLE := gateway/console
+$(CONSOLE)/node_modules/.package-lock.json: $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+INSTALLED := $(VENV)/.installed $(CONSOLE)/node_modules/.package-lock.json
+
 # make run REPLICAS="dispatch=2 needs=2" runs more processes of those services.
 REPLICAS ?=
 
-run: $(VENV)/.installed
+run: $(INSTALLED)
 	$(PY) -m lastmile.stack --demo $(foreach r,$(REPLICAS),--replicas $(r))
 
 demo: $(VENV)/.installed
 	$(PY) -m lastmile.demo
 
-test: $(VENV)/.installed
+test: $(INSTALLED)
 	$(PY) -m pytest
 
 # make bench: Lastmile beside a bare nameko stack under load, on PostgreSQL (bench/README.md);

@@ -18,7 +18,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
 
-from gateway import schemas
+from gateway import schemas, webconsole
 from gateway.http import API, MAX_BODY_BYTES
 from lastmile.errors import NotFound
 
@@ -60,10 +60,12 @@ TAGS = [
     ("events", "The event log, its live stream and webhooks, for other systems."),
     ("notifications", "What each person is told in the app and by SMS, and their quiet hours."),
     ("open311", "Open311 GeoReport v2, for any Open311 client."),
+    ("console", "The web console for residents, volunteers and staff, and its files."),
 ]
 # The first pattern that matches a route's path names its tag.
 TAG_OF_PATH = [
     (r"^/open311/|/open311/", "open311"),
+    (r"^/$|^/console\b", "console"),
     (r"^/(healthz|readyz|metrics|docs)\b|^/api/openapi", "operations"),
     (rf"^{API}/(auth|accounts|me)\b", "accounts"),
     (r"/(sites|categories|projects)\b", "sites"),
@@ -78,7 +80,7 @@ TAG_OF_PATH = [
 # Routes that answer without a call to a service behind the gateway (no 503/504).
 LOCAL_ROUTES = {"healthz", "metrics", "readyz", "register", "token", "change_password", "me", "issue_api_key",
                 "openapi_document", "docs", "docs_asset", "list_events", "create_subscription", "list_subscriptions",
-                "delete_subscription", "list_deliveries"}
+                "delete_subscription", "list_deliveries", "home", "console", "console_asset"}
 # Routes that answer server-sent events.
 STREAMS = {"stream_events"}
 # Path parameters that take only some values (any other answers 404).
@@ -245,6 +247,13 @@ def success_responses(name, meta):
                          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
     if name == "docs":
         return {status: {"description": "Swagger UI.", "content": {"text/html": {"schema": {"type": "string"}}}}}
+    if name in ("home", "console"):
+        return {status: {"description": "The web console's page.",
+                         "content": {"text/html": {"schema": {"type": "string"}}}}}
+    if name == "console_asset":
+        types = sorted(set(webconsole.TYPES.values()))
+        return {status: {"description": "A file of the web console.",
+                         "content": {t: {"schema": {"type": "string"}} for t in types}}}
     if name == "docs_asset":
         return {status: {"description": "A file of Swagger UI.",
                          "content": {t: {"schema": {"type": "string", "format": "binary"}}

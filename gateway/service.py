@@ -16,7 +16,7 @@ from gateway.certificates import render_pdf
 from gateway.http import API, ApiRoute, call, json_response, query_of, read_json
 from gateway.limits import check_rate
 from gateway.observability import exposition
-from gateway import openapi
+from gateway import openapi, webconsole
 from gateway import schemas as views
 from gateway.events import EventRoutes
 from gateway.open311 import Open311Routes
@@ -176,6 +176,23 @@ class GatewayService(Open311Routes, EventRoutes):
     def docs_asset(self, request, actor, filename):
         """A file of Swagger UI (the pinned swagger-ui-bundle)."""
         return openapi.asset(filename)
+
+    # ---- the web console (static files, no service call: not rate-limited) ------------
+
+    @route("GET", "/", public=True, limited=False)
+    def home(self, request, actor):
+        """The web console, at the gateway's root too."""
+        return webconsole.page()
+
+    @route("GET", webconsole.PATH, public=True, limited=False)
+    def console(self, request, actor):
+        """The web console for residents, volunteers and staff, served wholly by the gateway."""
+        return webconsole.page()
+
+    @route("GET", webconsole.PATH + "/<path:filename>", public=True, limited=False)
+    def console_asset(self, request, actor, filename):
+        """A file of the web console (scripts, styles, its pinned chart library)."""
+        return webconsole.asset(filename)
 
     # ---- accounts -------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from tests.support import wait_for
 
 ACCESS_DOC = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 ROLES = ("anonymous", "resident", "collector", "volunteer", "staff", "admin")
-# Routes served at the root, not under /api/v1: operations, the API's documentation, Open311.
-AT_ROOT = ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/docs", "/open311/v2/")
+# Routes served at the root, not under /api/v1: operations, the API's documentation, the web console, Open311.
+AT_ROOT = ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/docs", "/console", "/open311/v2/")
 OPEN311 = "/open311/v2/"
 ERROR_CODES = {400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
 
@@ -115,7 +115,8 @@ class Case:
 
 
 def at_root(path):
-    return path.split("?")[0].startswith(AT_ROOT)
+    path = path.split("?")[0]
+    return path == "/" or path.startswith(AT_ROOT)
 
 
 def need_body(site, **overrides):
@@ -221,6 +222,13 @@ PUBLIC = [
     C("anonymous", "GET", "/docs/swagger-ui.css", 200),
     C("anonymous", "GET", "/docs/..%2F..%2F..%2Fgateway%2Fservice.py", 404),  # nothing but Swagger UI's files
     C("anonymous", "GET", "/docs/swagger-initializer.js", 404),
+    C("anonymous", "GET", "/", 200),
+    C("anonymous", "GET", "/console", 200),
+    C("anonymous", "GET", "/console/app.js", 200),
+    C("anonymous", "GET", "/console/vendor/chart.umd.js", 200),
+    C("anonymous", "GET", "/console/..%2F..%2Fgateway%2Fservice.py", 404),  # nothing but the console's files
+    C("anonymous", "GET", "/console/node_modules/chart.js/dist/chart.js", 404),  # npm's tree stays private
+    C("anonymous", "GET", "/console/index.html", 404),
     C("anonymous", "GET", "/open311/v2/discovery.json", 200),
     C("anonymous", "GET", "/open311/v2/services.xml", 200),
     C("anonymous", "GET", "/open311/v2/services/health.json", 200),
