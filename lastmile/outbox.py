@@ -3,13 +3,17 @@
 A state change and the events it causes are written in one transaction: the
 events go to the service's ``outbox`` table, and a relay greenthread publishes
 them to the service's nameko event exchange with publisher confirms, marking
-each row once the broker has it. A crash between commit and publish only delays
-an event; it never loses one. Consumers deduplicate on ``event_id``.
+the rows once the broker has confirmed every one of them. A crash between commit
+and publish only delays an event; it never loses one. Consumers deduplicate on
+``event_id``.
 """
 import logging
+import time
 
 import eventlet
 import sqlalchemy as sa
+from amqp import spec
+from amqp.exceptions import MessageNacked
 from eventlet.queue import Full, LightQueue
 from kombu import Connection, Producer
 
@@ -21,6 +25,7 @@ from lastmile.metrics import EVENTS_PUBLISHED
 log = logging.getLogger(__name__)
 
 BATCH = 200
+CONFIRM_SECONDS = 10  # a batch the broker has not confirmed by then is published again
 
 
 def messaging_tables(metadata):
@@ -47,6 +52,45 @@ def messaging_tables(metadata):
     return outbox, consumed
 
 
+class PublisherConfirms:
+    """Publisher confirms for a batch: every message is sent, then the relay waits
+    once for the broker to confirm them all, instead of a round trip per message
+    (RabbitMQ confirms a persistent message only once it is on disk)."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.sent = 0  # the channel numbers its deliveries 1, 2, 3 …
+        self.unconfirmed = set()
+        self.refused = False
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+
+    def sending(self):
+        self.sent += 1
+        self.unconfirmed.add(self.sent)
+
+    def _ack(self, delivery_tag, multiple):
+        if multiple:
+            self.unconfirmed = {tag for tag in self.unconfirmed if tag > delivery_tag}
+        else:
+            self.unconfirmed.discard(delivery_tag)
+
+    def _nack(self, delivery_tag, multiple):
+        self.refused = True
+        self._ack(delivery_tag, multiple)
+
+    def wait(self, seconds):
+        deadline = time.monotonic() + seconds
+        while self.unconfirmed and not self.refused:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the broker did not confirm {len(self.unconfirmed)} events in {seconds}s")
+            self.channel.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=remaining)
+        if self.refused:
+            raise MessageNacked("the broker refused an event")
+
+
 class OutboxRelay:
     def __init__(self, service_name, engine, outbox, amqp_uri, poll_seconds=1.0):
         self.service_name = service_name
@@ -71,6 +115,9 @@ class OutboxRelay:
         backoff = 0.5
         while self._running:
             try:
+                # Connected and declared before the first event waits on it (the
+                # first declaration reads every service's handlers: a second of CPU).
+                self._producer()
                 published = self.publish_pending()
                 backoff = 0.5
                 if published >= BATCH:
@@ -93,11 +140,12 @@ class OutboxRelay:
 
     def _producer(self):
         if self._connection is None:
-            self._connection = Connection(self.amqp_uri, transport_options={"confirm_publish": True})
+            self._connection = Connection(self.amqp_uri)
             self._connection.ensure_connection(max_retries=1)
             channel = self._connection.channel()
             self.exchange(channel).declare()
             topology.declare_consumer_queues(channel, self.service_name)
+            self._confirms = PublisherConfirms(channel)
             self._producer_obj = Producer(channel)
         return self._producer_obj
 
@@ -128,6 +176,7 @@ class OutboxRelay:
                 headers = {}
                 if row.body.get("request_id"):
                     headers["nameko.request_id"] = row.body["request_id"]
+                self._confirms.sending()
                 producer.publish(
                     row.body,
                     exchange=self.exchange,
@@ -137,6 +186,8 @@ class OutboxRelay:
                     message_id=row.body["event_id"],
                     headers=headers,
                 )
+            # Marked published only once the broker has confirmed the whole batch.
+            self._confirms.wait(CONFIRM_SECONDS)
             conn.execute(
                 sa.update(self.outbox)
                 .where(self.outbox.c.id.in_([row.id for row in rows]))
