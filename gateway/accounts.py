@@ -8,6 +8,8 @@ from datetime import timedelta
 import jwt
 import sqlalchemy as sa
 from argon2 import PasswordHasher
+from eventlet import tpool
+from eventlet.semaphore import Semaphore
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from marshmallow import fields, validate
 
@@ -22,6 +24,24 @@ from lastmile.validation import StrictSchema, phone_field, site_id_field
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
+
+
+# argon2 spends a few hundred milliseconds of CPU on purpose. In a native thread it
+# leaves the gateway's other requests running meanwhile (in the greenthread it held
+# them all up, long enough for their RPCs to time out when a few people signed in).
+# Two at a time: each takes a core and 64 MiB.
+_hashing = Semaphore(2)
+
+
+def hash_password(password):
+    with _hashing:
+        return tpool.execute(hasher.hash, password)
+
+
+def verify_password(password_hash, password):
+    with _hashing:
+        return tpool.execute(hasher.verify, password_hash, password)
+
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=1)
 
@@ -96,6 +116,8 @@ class GatewayStore(Store):
                 for account in session.scalars(sa.select(Account)):
                     announce(self, session, account)
         phone, password = config.get("LASTMILE_ADMIN_PHONE"), config.get("LASTMILE_ADMIN_PASSWORD")
+        # Hashed in the greenthread, not in a native one: yielding here would let the
+        # web server take requests (the admin's first login) before the admin exists.
         if phone and password:
             with self.Session.begin() as session:
                 if session.scalars(sa.select(Account).where(Account.phone == phone)).first() is None:
@@ -133,7 +155,7 @@ class Accounts:
         with self.store.Session.begin() as session:
             if session.scalars(sa.select(Account.id).where(Account.phone == data["phone"])).first():
                 raise Conflict("This phone is registered already", {"phone": ["Registered already."]})
-            account = Account(id=new_id(), phone=data["phone"], password_hash=hasher.hash(data["password"]),
+            account = Account(id=new_id(), phone=data["phone"], password_hash=hash_password(data["password"]),
                               name=data["name"], role=data["role"], site_id=site_id, token_version=1,
                               created_at=utcnow())
             session.add(account)
@@ -158,7 +180,7 @@ class Accounts:
                                     {"retry_after": wait}, retry_after=wait)
             account = session.scalars(sa.select(Account).where(Account.phone == phone)).first()
             try:
-                hasher.verify(account.password_hash if account else _DUMMY_HASH, password)
+                verify_password(account.password_hash if account else _DUMMY_HASH, password)
             except (VerifyMismatchError, InvalidHashError):
                 account = None
         if account is None:
@@ -182,10 +204,10 @@ class Accounts:
         with self.store.Session.begin() as session:
             account = session.get(Account, actor.id, with_for_update=True)
             try:
-                hasher.verify(account.password_hash, data["old_password"])
+                verify_password(account.password_hash, data["old_password"])
             except (VerifyMismatchError, InvalidHashError):
                 raise Forbidden("The current password is not right")
-            account.password_hash = hasher.hash(data["new_password"])
+            account.password_hash = hash_password(data["new_password"])
             account.token_version += 1
             session.flush()
             return self._token_for(account)
