@@ -334,14 +334,17 @@ class NeedsService(LastmileService):
                 updated_at=now,
                 **data,
             )
+            submitted = NeedHistory(need_id=need.id, status=domain.SUBMITTED, at=now, by=actor.id, note=None)
             session.add(need)
-            session.add(NeedHistory(need_id=need.id, status=domain.SUBMITTED, at=now, by=actor.id, note=None))
+            session.add(submitted)
             session.flush()
             self.db.emit(session, "need_submitted", need_snapshot(need) | {"channel": channel}, need_id=need.id)
+            history = [submitted]  # all there is of a new need's history: no need to read it back
             if site.auto_approve:
                 self._move(session, need, "approve", "system", "approved automatically by the station")
                 self.db.emit(session, "need_approved", need_snapshot(need), need_id=need.id)
-            return {"need": need_view(need, self._history(session, need.id), actor), "created": True}
+                history = self._history(session, need.id)
+            return {"need": need_view(need, history, actor), "created": True}
 
     @rpc(expected_exceptions=EXPECTED)
     def get_need(self, actor, need_id):
