@@ -116,6 +116,7 @@ export async function need({ main, arg, user, every }) {
     if (!["submitted", "rejected"].includes(item.status)) {
       order = await get(`/needs/${arg}/order`).catch(() => null);
     }
+    const volunteer = item.volunteer_id ? await get(`/volunteers/${item.volunteer_id}`).catch(() => null) : null;
     replace(summary,
       h("div", { class: "row" }, h("h2", {}, item.title), badge(item.status)),
       h("dl", { class: "facts" },
@@ -127,7 +128,8 @@ export async function need({ main, arg, user, every }) {
         fact(t("field.urgency"), t(`urgency.${item.urgency}`)),
         item.description ? fact(t("field.description"), item.description) : null,
         item.rejection_reason ? fact(t("need.rejectionReason"), item.rejection_reason) : null,
-        order ? fact(t("need.dispatchLevel"), `${t(`level.${order.level}`)} · ${siteName(ref, order.level_site_id)}`) : null),
+        order ? fact(t("need.dispatchLevel"), `${t(`level.${order.level}`)} · ${siteName(ref, order.level_site_id)}`) : null,
+        volunteer ? fact(t("need.volunteer"), `${volunteer.name} (${volunteer.number})`) : null),
       h("h3", {}, t("need.history")),
       h("ol", { class: "timeline", "data-testid": "history" }, (item.history || []).map((entry) => h("li", {},
         badge(entry.status), " ", h("span", { class: "muted" }, when(entry.at)), entry.note ? h("div", {}, entry.note) : null))));

@@ -101,7 +101,9 @@ export async function tasks({ main, every, go }) {
     if (!need) return null;
     return [
       h("strong", {}, need.title),
-      h("div", { class: "muted" }, `${categoryName(ref, need.category)} · ${siteName(ref, need.site_id)}`),
+      h("div", { class: "muted" }, [categoryName(ref, need.category), siteName(ref, need.site_id),
+        need.beneficiary_group ? `${t(`group.${need.beneficiary_group}`)} × ${need.beneficiaries}` : null,
+        need.urgency ? t(`urgency.${need.urgency}`) : null].filter(Boolean).join(" · ")),
       need.address ? h("div", {}, `${t("field.address")}: ${need.address}`) : null,
       need.contact_phone ? h("div", {}, `${t("field.contactPhone")}: ${need.contact_phone}`) : null,
       need.description ? h("p", {}, need.description) : null,

@@ -237,6 +237,7 @@ def test_the_resident_follows_the_order_to_completion_and_rates_it(cycle, people
     resident.click(f'{by("need", need_id=need)} a')
     for status in ("submitted", "dispatching", "assigned", "in_service", "completed"):
         resident.visible(f'{by("history")} [data-status="{status}"]')
+    resident.wait_text(by("need-detail"), "志愿者小王")  # who served
     form = by("rating-form")
     resident.check(by("star-2"))
     resident.check(by("tag-late"))
