@@ -16,6 +16,7 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, NotFound as NoSuchPath
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from gateway.observability import HTTP_REQUESTS, HTTP_SECONDS, RPC_CALLS, RPC_SECONDS
@@ -86,10 +87,12 @@ eventlet.wsgi.RESPONSE_414 = (
 
 def http_exception_response(exc):
     code = exc.code or 500
-    allowed = {}
+    headers = {}
     if code == 405 and getattr(exc, "valid_methods", None):
-        allowed = {"Allow": ", ".join(exc.valid_methods)}
-    return error_response(code, HTTP_CODES.get(code, "http_error"), exc.description or exc.name, headers=allowed)
+        headers = {"Allow": ", ".join(exc.valid_methods)}
+    if isinstance(exc, RequestRedirect):  # such as a path asked for without its trailing slash
+        return json_response(code, {"location": exc.new_url}, headers={"Location": exc.new_url})
+    return error_response(code, HTTP_CODES.get(code, "http_error"), exc.description or exc.name, headers=headers)
 
 
 class JsonWsgiApp(WsgiApp):

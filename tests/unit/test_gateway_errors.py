@@ -1,7 +1,9 @@
 """Which database errors the gateway answers with 503 (retry soon) rather than 500."""
 import pytest
 
-from gateway.http import database_unavailable
+from werkzeug.routing import RequestRedirect
+
+from gateway.http import database_unavailable, http_exception_response
 
 PG8000 = "(pg8000.exceptions.DatabaseError) {{'S': 'FATAL', 'V': 'FATAL', 'C': '{code}', 'M': 'message'}}"
 
@@ -22,3 +24,9 @@ def test_lost_connections_and_exhausted_pools_are_unavailable_whatever_their_tex
     for error_type in ("InterfaceError", "OperationalError", "TimeoutError", "DisconnectionError"):
         assert database_unavailable(error_type, "network error")
     assert not database_unavailable("ValueError", "'C': '57P01'")
+
+
+def test_a_redirect_keeps_its_location():
+    answer = http_exception_response(RequestRedirect("http://127.0.0.1:8000/console/"))
+    assert answer.status_code == 308 and answer.headers["Location"] == "http://127.0.0.1:8000/console/"
+    assert answer.json == {"location": "http://127.0.0.1:8000/console/"}
