@@ -17,8 +17,8 @@ from gateway.models import Account, ApiKey, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.db import insert_missing, new_id, utcnow
-from lastmile.events import make_event
-from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, Unauthorized
+from lastmile.events import isoformat, make_event
+from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, NotFound, Unauthorized
 from lastmile.store import Store
 from lastmile.validation import StrictSchema, phone_field, site_id_field
 
@@ -146,6 +146,11 @@ class GatewayStore(Store):
         return Accounts(self, worker_ctx)
 
 
+def api_key_view(record):
+    return {"id": record.id, "name": record.name, "created_by": record.created_by,
+            "created_at": isoformat(record.created_at), "revoked": record.revoked}
+
+
 class Accounts:
     def __init__(self, store, worker_ctx):
         self.store = store
@@ -252,6 +257,19 @@ class Accounts:
             session.add(record)
             return {"id": record.id, "name": name, "api_key": key,
                     "created_at": record.created_at.isoformat().replace("+00:00", "Z")}
+
+    def api_keys(self):
+        with self.store.Session() as session:
+            return [api_key_view(k) for k in session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at))]
+
+    def revoke_api_key(self, key_id):
+        """From now on the key files nothing; revoking it again changes nothing."""
+        with self.store.Session.begin() as session:
+            record = session.get(ApiKey, key_id, with_for_update=True)
+            if record is None:
+                raise NotFound(f"No API key {key_id}")
+            record.revoked = True
+            return api_key_view(record)
 
     def api_key_actor(self, key):
         """The actor an API key writes as (a collector registering for residents), or None."""

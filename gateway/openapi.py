@@ -79,6 +79,7 @@ TAG_OF_PATH = [
 
 # Routes that answer without a call to a service behind the gateway (no 503/504).
 LOCAL_ROUTES = {"healthz", "metrics", "readyz", "register", "token", "change_password", "me", "issue_api_key",
+                "list_api_keys", "revoke_api_key",
                 "openapi_document", "docs", "docs_asset", "list_events", "create_subscription", "list_subscriptions",
                 "delete_subscription", "list_deliveries", "home", "console", "console_asset"}
 # Routes that answer server-sent events.

@@ -102,6 +102,16 @@ class ApiKeyView(Schema):
     created_at = req(When)
 
 
+class ApiKeyRecordView(Schema):
+    """A key as kept: never the key itself."""
+
+    id = req(Str)
+    name = req(Str)
+    created_by = req(Str)
+    created_at = req(When)
+    revoked = req(fields.Boolean, metadata={"description": "a revoked key files nothing any more"})
+
+
 # ---- sites, categories, the service menu, beneficiaries -------------------------------------
 
 class SiteView(Schema):
@@ -439,6 +449,7 @@ class StatsView(FiguresView):
 # ---- list envelopes -----------------------------------------------------------------------------
 
 SiteList = listed(SiteView, "SiteList")
+ApiKeyList = listed(ApiKeyRecordView, "ApiKeyList")
 CategoryList = listed(CategoryView, "CategoryList")
 ProjectList = listed(ProjectView, "ProjectList")
 NeedPage = paged(NeedView, "NeedPage")

@@ -227,6 +227,17 @@ class GatewayService(Open311Routes, EventRoutes):
         data = load(ApiKeySchema(), read_json(request))
         return self.accounts.issue_api_key(actor, data["name"])
 
+    @route("GET", API + "/open311/keys", roles=("admin",), response=views.ApiKeyList)
+    def list_api_keys(self, request, actor):
+        """Every key issued, revoked or not; the keys themselves were shown once only."""
+        items = self.accounts.api_keys()
+        return {"items": items, "total": len(items)}
+
+    @route("POST", API + "/open311/keys/<key_id>/revoke", roles=("admin",), response=views.ApiKeyRecordView)
+    def revoke_api_key(self, request, actor, key_id):
+        """The key files nothing from now on (a leaked key, a system retired)."""
+        return self.accounts.revoke_api_key(key_id)
+
     @route("GET", API + "/me", response=views.UserView)
     def me(self, request, actor):
         return self.accounts.account(actor.id)

@@ -150,6 +150,8 @@ ANONYMOUS = [C("anonymous", method, path, 401, body, probe) for method, path, bo
     ("POST", "/auth/password", {"old_password": PASSWORD, "new_password": "another-password"}, None),
     ("POST", "/accounts", account_body("admin", None), "login"),
     ("POST", "/open311/keys", {"name": "匿名系统"}, None),
+    ("GET", "/open311/keys", None, None),
+    ("POST", "/open311/keys/no-such-key/revoke", None, None),
     ("GET", "/me", None, None),
     ("GET", "/notifications", None, None),
     ("POST", "/notifications/{need_done}/read", None, None),
@@ -259,6 +261,8 @@ SIGNED_IN = [
     *[C(who, "POST", "/categories", 403, {"code": "made_by_" + who, "name": "越权分类"}, "categories")
       for who in NON_ADMINS],
     *[C(who, "POST", "/open311/keys", 403, {"name": "越权系统"}) for who in NON_ADMINS],
+    *[C(who, "GET", "/open311/keys", 403) for who in NON_ADMINS],
+    *[C(who, "POST", "/open311/keys/no-such-key/revoke", 403) for who in NON_ADMINS],
 
     # Open311 filing: an admin-issued api_key, never a bearer token
     *[C(who, "POST", OPEN311_REQUEST, 403, None, "needs_station_a")
@@ -415,6 +419,7 @@ CASES = ANONYMOUS + PUBLIC + SIGNED_IN
 
 # The rightful callers get in: without these, a refusal could be a broken world.
 ALLOWED = [
+    C("admin", "GET", "/open311/keys", 200),
     C("resident_a", "GET", "/needs/{need_open_a}", 200),
     C("collector_a", "GET", "/needs/{need_collected}", 200),
     C("volunteer_a", "GET", "/needs/{need_assigned}", 200),

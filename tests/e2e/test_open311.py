@@ -71,6 +71,22 @@ def test_errors_use_the_specification_format(open311, api_key):
     assert requests.get(open311 + "/requests/no-such-id.json", timeout=5).status_code == 404
 
 
+def test_a_revoked_key_files_nothing(open311, admin, station):
+    issued = admin.post("/open311/keys", json={"name": "退役的系统"}).json()
+    body = {"api_key": issued["api_key"], "service_code": "health", "attribute[station]": station,
+            "phone": "13700002222", "description": "上门量血压"}
+    assert requests.post(open311 + "/requests.json", data=body, timeout=5).status_code == 201
+
+    revoked = admin.post(f"/open311/keys/{issued['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+    refused = requests.post(open311 + "/requests.json", data=body, timeout=5)
+    assert refused.status_code == 403 and refused.json()[0]["code"] == 403
+    listed = admin.get("/open311/keys").json()["items"]
+    assert {k["id"]: k["revoked"] for k in listed}[issued["id"]] is True
+    assert issued["api_key"] not in str(listed)
+    assert admin.post("/open311/keys/no-such-key/revoke").status_code == 404
+
+
 def test_a_request_filed_through_open311_is_followed_to_closed(open311, api_key, anonymous, staff, volunteer,
                                                                 station):
     filed = requests.post(open311 + "/requests.xml", timeout=10, data={
