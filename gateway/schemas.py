@@ -436,6 +436,8 @@ class FiguresView(Schema):
     ratings = req(Int)
     fill_rate = opt(Num)
     median_minutes_to_acceptance = opt(Num)
+    ratings_by_stars = req(fields.Dict, keys=Str(), values=Int(),
+                           metadata={"description": "how many ratings gave 1, 2, 3, 4 and 5 stars"})
 
 
 class StatsView(FiguresView):
@@ -444,6 +446,8 @@ class StatsView(FiguresView):
     to = opt(fields.Date)
     by_category = req(fields.Dict, keys=Str(), values=fields.Nested(FiguresView))
     by_site = req(fields.Dict, keys=Str(), values=fields.Nested(FiguresView))
+    by_day = req(fields.Dict, keys=Str(), values=fields.Nested(FiguresView), metadata={
+        "description": "per China date: needs by the day they were submitted, hours by the day they were served"})
 
 
 # ---- list envelopes -----------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def figures(needs, hours):
         "people_served": sum(n["people_served"] or 0 for n in completed),
         "average_rating": round(sum(stars) / len(stars), 3) if stars else None,
         "ratings": len(stars),
+        "ratings_by_stars": {str(n): stars.count(n) for n in range(1, 6)},
         "fill_rate": round(len(accepted) / len(approved), 4) if approved else None,
         "median_minutes_to_acceptance": None if not waits else round(median(waits), 2),
     }

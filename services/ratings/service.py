@@ -1,4 +1,5 @@
 """群众评单: ratings, scores and the follow-ups a poor rating opens."""
+from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -34,7 +35,8 @@ def start_of(day):
 
 
 def report_row(report):
-    return {"site_id": report.site_id, "category": report.category, "approved_at": report.approved_at,
+    return {"site_id": report.site_id, "category": report.category, "submitted_at": report.submitted_at,
+            "approved_at": report.approved_at,
             "accepted_at": report.accepted_at, "completed_at": report.completed_at,
             "people_served": report.people_served, "stars": report.stars,
             "minutes_to_accept": report.minutes_to_accept}
@@ -216,8 +218,14 @@ class RatingsService(LastmileService):
             hours_stmt = hours_stmt.where(ReportHours.service_date <= query["to"])
         with self.db.session() as session:
             needs = [report_row(n) for n in session.scalars(need_stmt)]
-            hours = [{"hours": h.hours, "site_id": h.site_id, "category": h.category}
+            hours = [{"hours": h.hours, "site_id": h.site_id, "category": h.category, "date": h.service_date}
                      for h in session.scalars(hours_stmt)]
+        needs_by_day, hours_by_day = defaultdict(list), defaultdict(list)
+        for need in needs:
+            if need["submitted_at"] is not None:
+                needs_by_day[need["submitted_at"].astimezone(LOCAL_TIME).date()].append(need)
+        for entry in hours:
+            hours_by_day[entry["date"]].append(entry)
         by_category = sorted({n["category"] for n in needs} | {h["category"] for h in hours if h["category"]})
         by_site = sorted({domain.child_site(n["site_id"], site_id) for n in needs}
                          | {domain.child_site(h["site_id"], site_id) for h in hours})
@@ -231,6 +239,9 @@ class RatingsService(LastmileService):
             "by_site": {s: domain.figures([n for n in needs if domain.child_site(n["site_id"], site_id) == s],
                                           [h for h in hours if domain.child_site(h["site_id"], site_id) == s])
                         for s in by_site},
+            # Needs by the China date they were submitted, hours by the date they were served.
+            "by_day": {day.isoformat(): domain.figures(needs_by_day[day], hours_by_day[day])
+                       for day in sorted(set(needs_by_day) | set(hours_by_day))},
         }
 
     @event_handler("needs", "need_submitted")

@@ -294,12 +294,19 @@ def test_figures_match_a_scenario_whose_truth_is_known(ratings, site_tree, infra
 
     def settled():
         figures = ratings.stats(staff, {"from": "2026-03-10", "to": "2026-03-10"})
-        return figures if figures["volunteer_hours"] == 4.0 and figures["needs_submitted"] == 5 else None
+        # Each event type travels on a queue of its own: wait until every one has been told.
+        told = (figures["volunteer_hours"], figures["needs_submitted"], figures["needs_completed"], figures["ratings"],
+                figures["fill_rate"])
+        return figures if told == (4.0, 5, 3, 2, 0.75) else None
 
     figures = wait_for(settled, timeout=20, message="the reporting view to catch up")
     assert figures["needs_completed"] == figures["services_held"] == 3
     assert figures["people_served"] == 10
     assert figures["average_rating"] == 4.0 and figures["ratings"] == 2
+    assert figures["ratings_by_stars"] == {"1": 0, "2": 0, "3": 1, "4": 0, "5": 1}
+    [(day_of_service, that_day)] = figures["by_day"].items()  # 09:00 in Haikou, served the same day
+    assert day_of_service == "2026-03-10"
+    assert that_day == {k: v for k, v in figures.items() if not k.startswith(("by_", "site_id", "from", "to"))}
     assert figures["fill_rate"] == 0.75  # 3 accepted of 4 approved
     assert figures["median_minutes_to_acceptance"] == 20.0
     assert figures["by_category"]["health"]["needs_submitted"] == 3
