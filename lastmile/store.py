@@ -91,9 +91,12 @@ class Store(DependencyProvider):
 
     def stop(self):
         self.relay.stop()
+        # The pool keeps its connections open: a stopped container hands them back now.
+        self.engine.dispose()
 
     def kill(self):
         self.relay.stop()
+        self.engine.dispose()
 
     def get_dependency(self, worker_ctx):
         return UnitOfWork(self, worker_ctx)
