@@ -6,6 +6,7 @@ import { h, replace, field, input, select, button, action } from "./ui.js";
 import { reference, siteName, categoryName, inside } from "./reference.js";
 
 const PRESETS = [7, 30, 90, 365];
+const STARS = [1, 2, 3, 4, 5];
 const COLORS = ["#c8102e", "#e8a33d", "#2e7d6b", "#3b6ea8", "#7a4fa3", "#8a8a8a"];
 let charts = [];
 
@@ -14,12 +15,20 @@ function isoDate(date) {
   return local.toISOString().slice(0, 10);
 }
 
-function daysBefore(days, from = new Date()) {
+// Dates are the center's (China Standard Time, as /stats reads them), whatever the
+// browser's own time zone: near midnight the two disagree on what "today" is.
+const CENTER_DATE = new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
+
+function centerToday() {
+  return new Date(`${CENTER_DATE.format(new Date())}T00:00:00`);
+}
+
+function daysBefore(days, from = centerToday()) {
   return new Date(from.getFullYear(), from.getMonth(), from.getDate() - days);
 }
 
-// The period cut into at most about a dozen spans (days, weeks or months), one /stats each:
-// the contract gives totals for a period, so hours over time are the totals of its spans.
+// The period cut into at most about a dozen spans (days, weeks or months): the points of
+// the hours chart, each the sum of the per-day figures /stats gives for its days.
 function spans(fromIso, toIso) {
   const from = new Date(`${fromIso}T00:00:00`);
   const to = new Date(`${toIso}T00:00:00`);
@@ -65,10 +74,10 @@ export async function render({ main, user }) {
     field(t("field.site"), select("site_id", sites.map((s) => ({ value: s.id, label: s.name })), { "data-testid": "stats-site" })),
     h("div", { class: "grid2" },
       field(t("dashboard.from"), input("from", { type: "date", value: isoDate(daysBefore(29)), "data-testid": "stats-from" })),
-      field(t("dashboard.to"), input("to", { type: "date", value: isoDate(new Date()), "data-testid": "stats-to" }))),
+      field(t("dashboard.to"), input("to", { type: "date", value: isoDate(centerToday()), "data-testid": "stats-to" }))),
     h("div", { class: "chips" }, PRESETS.map((days) => button(t("dashboard.lastDays", { days }), () => {
       filters.elements.from.value = isoDate(daysBefore(days - 1));
-      filters.elements.to.value = isoDate(new Date());
+      filters.elements.to.value = isoDate(centerToday());
       filters.requestSubmit();
     }, { class: "chip", "data-testid": `preset-${days}` }))),
     h("button", { type: "submit", class: "primary", "data-testid": "apply-filters" }, t("dashboard.apply")));
@@ -83,11 +92,13 @@ export async function render({ main, user }) {
 }
 
 async function show(ref, board, siteId, from, to) {
-  const [stats, ...series] = await Promise.all([
-    get("/stats", { site_id: siteId, from, to }),
-    ...spans(from, to).map(([start, end]) => get("/stats", { site_id: siteId, from: start, to: end })
-      .then((s) => ({ label: start === end ? start.slice(5) : `${start.slice(5)}~${end.slice(5)}`, hours: s.volunteer_hours }))),
-  ]);
+  const stats = await get("/stats", { site_id: siteId, from, to });
+  const days = Object.entries(stats.by_day);
+  const series = spans(from, to).map(([start, end]) => ({
+    label: start === end ? start.slice(5) : `${start.slice(5)}~${end.slice(5)}`,
+    hours: Math.round(days.filter(([day]) => day >= start && day <= end)
+      .reduce((sum, [, figures]) => sum + figures.volunteer_hours, 0) * 10000) / 10000,
+  }));
   charts.forEach((chart) => chart.destroy());
   charts = [];
   const categories = Object.keys(stats.by_category);
@@ -109,9 +120,8 @@ async function show(ref, board, siteId, from, to) {
       { label: t("kpi.needs_completed"), data: siteIds.map((s) => stats.by_site[s].needs_completed) }]),
     chart("hours", t("dashboard.hoursOverTime"), "line", series.map((s) => s.label), [
       { label: t("kpi.volunteer_hours"), data: series.map((s) => s.hours) }]),
-    chart("ratings", t("dashboard.ratings"), "bar", categories.map((c) => categoryName(ref, c)), [
-      { label: t("kpi.average_rating"), data: categories.map((c) => stats.by_category[c].average_rating) },
-      { label: t("dashboard.ratingCount"), data: categories.map((c) => stats.by_category[c].ratings) }]),
+    chart("ratings", t("dashboard.ratings"), "bar", STARS.map((n) => "★".repeat(n)), [
+      { label: t("dashboard.ratingCount"), data: STARS.map((n) => stats.ratings_by_stars[n]) }]),
     chart("fill-rate", t("dashboard.fillRate"), "bar", siteIds.map((s) => siteName(ref, s)), [
       { label: t("kpi.fill_rate"), data: siteIds.map((s) => stats.by_site[s].fill_rate === null ? null : Math.round(stats.by_site[s].fill_rate * 100)) }]),
     chart("acceptance", t("dashboard.acceptance"), "bar", siteIds.map((s) => siteName(ref, s)), [

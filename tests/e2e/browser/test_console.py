@@ -304,6 +304,14 @@ def test_the_dashboard_shows_the_figures_as_charts_for_a_site_and_a_period(cycle
         canvas = staff.visible(f'{by(f"chart-{name}")} canvas')
         assert staff.evaluate("return Boolean(window.Chart.getChart(arguments[0]))", canvas), name
     assert staff.attribute(by("chart-hours"), "data-points") == "7"  # the last 7 days, a day each
+
+    def plotted(name):
+        canvas = staff.visible(f'{by(f"chart-{name}")} canvas')
+        return staff.evaluate("return window.Chart.getChart(arguments[0]).data.datasets[0].data", canvas)
+
+    assert plotted("hours")[-1] > 0  # served today (seconds of service here: a small figure)
+    stars = plotted("ratings")
+    assert len(stars) == 5 and stars[1] >= 1  # the resident's two stars
     staff.shot("7-dashboard-station")
 
     # English on a switch, kept across visits; Chinese again for whoever comes next.
