@@ -8,7 +8,7 @@ period plus ``format``, which the gateway itself checks."""
 from marshmallow import Schema, fields, validate
 
 from lastmile.auth import ROLES
-from services.volunteers.schemas import PeriodSchema
+from lastmile.validation import PeriodSchema
 
 Str = fields.String
 Int = fields.Integer

@@ -1,7 +1,7 @@
 """marshmallow helpers shared by every service: one way to validate, one error shape."""
 import re
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from lastmile import sites
 from lastmile.errors import InvalidInput
@@ -84,6 +84,18 @@ MAX_SEQ = 2**31 - 1
 
 def cursor_field(**kwargs):
     return fields.Integer(validate=validate.Range(min=0, max=MAX_SEQ), **kwargs)
+
+
+class PeriodSchema(QuerySchema):
+    """``from`` and ``to``, dates both optional, in order."""
+
+    from_ = fields.Date(load_default=None, data_key="from")
+    to = fields.Date(load_default=None)
+
+    @validates_schema
+    def _ordered(self, data, **_):
+        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
+            raise ValidationError("Must not be before from.", "to")
 
 
 class PageSchema(QuerySchema):

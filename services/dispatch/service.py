@@ -102,16 +102,6 @@ def order_view(order, offers, with_scores):
     }
 
 
-def candidate_facts(row, skills):
-    return domain.Candidate(
-        volunteer_id=row.volunteer_id, user_id=row.user_id, site_id=row.site_id, skills=tuple(skills),
-        lat=row.lat, lon=row.lon, active=row.active, availability=row.availability,
-        active_assignments=row.active_assignments, rating_count=row.rating_count, rating_sum=row.rating_sum,
-        recent_hours=row.recent_hours, recent_offers=row.recent_offers, accepted=row.accepted,
-        declined=row.declined,
-    )
-
-
 def need_facts(order):
     need = order.need
     return domain.NeedFacts(
@@ -268,7 +258,7 @@ class DispatchService(LastmileService):
             order.status = domain.DISPATCHING
             order.updated_at = now
             _, _, deadline = self.policy.strategy(order.urgency, order.category)
-            facts = candidate_facts(candidate, self._skills(session, [candidate.volunteer_id]).get(candidate.volunteer_id, ()))
+            facts = matching.candidate_facts(candidate, self._skills(session, [candidate.volunteer_id]).get(candidate.volunteer_id, ()))
             total, parts = domain.score(facts, need_facts(order), self.policy)
             offer = self._make_offer(session, order, candidate, total, parts, now + deadline, manual=True,
                                      team_id=team.team_id if team else None)

@@ -1,7 +1,7 @@
 """What the ratings service accepts (the gateway validates with these too)."""
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import fields, validate
 
-from lastmile.validation import QuerySchema, StrictSchema, site_id_field
+from lastmile.validation import PeriodSchema, QuerySchema, StrictSchema, site_id_field
 from services.ratings import domain
 
 
@@ -20,15 +20,8 @@ class RatingQuerySchema(QuerySchema):
     page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
-class StatsQuerySchema(QuerySchema):
+class StatsQuerySchema(PeriodSchema):
     site_id = site_id_field(load_default=None)
-    from_ = fields.Date(load_default=None, data_key="from")
-    to = fields.Date(load_default=None)
-
-    @validates_schema
-    def _ordered(self, data, **_):
-        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
-            raise ValidationError("Must not be before from.", "to")
 
 
 class FollowUpQuerySchema(QuerySchema):

@@ -1,6 +1,6 @@
 import re
 
-from marshmallow import ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, validate, validates
 
 from lastmile.validation import QuerySchema, StrictSchema, category_field, phone_field, site_id_field
 
@@ -107,12 +107,3 @@ class AssignmentQuerySchema(QuerySchema):
     status = fields.String(load_default=None, validate=validate.OneOf(
         ("assigned", "in_service", "completed", "cancelled", "released")))
 
-
-class PeriodSchema(QuerySchema):
-    from_ = fields.Date(load_default=None, data_key="from")
-    to = fields.Date(load_default=None)
-
-    @validates_schema
-    def _ordered(self, data, **_):
-        if data.get("from_") and data.get("to") and data["to"] < data["from_"]:
-            raise ValidationError("Must not be before from.", "to")

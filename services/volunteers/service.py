@@ -14,7 +14,7 @@ from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFoun
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
 from lastmile.store import Store
-from lastmile.validation import load, mask_id_number, mask_phone
+from lastmile.validation import PeriodSchema, load, mask_id_number, mask_phone
 from services.volunteers import domain, schemas
 from services.volunteers.models import (
     MESSAGING, Assignment, AssignmentClosure, Base, Certificate, HoursEntry, HoursRequest, ServiceRecord, Team,
@@ -489,7 +489,7 @@ class VolunteersService(LastmileService):
     def issue_certificate(self, actor, volunteer_id, query):
         """Certify the hours of a period: a new numbered certificate, kept as issued."""
         actor = Actor.from_dict(actor)
-        period = load(schemas.PeriodSchema(), query or {})
+        period = load(PeriodSchema(), query or {})
         now = utcnow()
         with self.db.session() as session:
             volunteer = self._volunteer(session, volunteer_id)
