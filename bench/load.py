@@ -411,7 +411,7 @@ class Environment:
             time.sleep(1)
 
     def admin_engine(self):
-        return sa.create_engine(sa.engine.make_url(self.database).set(drivername="postgresql+pg8000",
+        return sa.create_engine(sa.engine.make_url(self.database).set(drivername="postgresql+psycopg2",
                                                                           database="postgres"),
                                 isolation_level="AUTOCOMMIT")
 
@@ -697,7 +697,7 @@ def busiest(cpu):
 
 
 def count_rows(database_url, *tables):
-    engine = sa.create_engine(sa.engine.make_url(database_url).set(drivername="postgresql+pg8000"))
+    engine = sa.create_engine(sa.engine.make_url(database_url).set(drivername="postgresql+psycopg2"))
     try:
         with engine.connect() as conn:
             return {table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() for table in tables}

@@ -264,7 +264,7 @@ def main(argv=None):
     before_needs = [int(n) for n in args.before_needs.split(",") if n.strip()]
     server = (os.environ.get("LASTMILE_BENCH_DATABASE_URL") or os.environ.get("LASTMILE_DATABASE_URL")
               or "postgresql://postgres@127.0.0.1:5432/")
-    url = sa.engine.make_url(server).set(drivername="postgresql+pg8000")
+    url = sa.engine.make_url(server).set(drivername="postgresql+psycopg2")
     name = f"lastmile_bench_matching_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:

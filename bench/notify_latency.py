@@ -228,7 +228,7 @@ def wait_healthy(services, amqp_uri, processes, timeout=60):
 
 
 def drop_databases(env):
-    url = sa.engine.make_url(env["LASTMILE_DATABASE_URL"]).set(drivername="postgresql+pg8000", database="postgres")
+    url = sa.engine.make_url(env["LASTMILE_DATABASE_URL"]).set(drivername="postgresql+psycopg2", database="postgres")
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         for name in conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),

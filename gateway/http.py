@@ -2,7 +2,6 @@
 error body of the public contract, limits, request ids and RPC with timeouts."""
 import json
 import logging
-import re
 import time
 import uuid
 
@@ -29,30 +28,23 @@ API = "/api/v1"
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID = "HTTP_X_REQUEST_ID"
 RAW_BODY = "lastmile.raw_body"
-# Errors a service raises when its database is unreachable.
+# Errors of a database that cannot be reached just now: psycopg2 files the SQLSTATE
+# classes of a server that is down, restarting, full or failing (08, 53, 54, 57, 58) as
+# OperationalError (and a transaction rolled back as a deadlock's victim, which the same
+# request, sent again, survives), a lost connection as InterfaceError; SQLAlchemy keeps
+# the names.
 DEPENDENCY_ERRORS = {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"}
-# SQLSTATE classes of a database that is down, restarting or full (connection exception,
-# insufficient resources, operator intervention, system error), not of a bad statement.
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
-SQLSTATE = re.compile(r"'C': '([0-9A-Z]{5})'")  # as pg8000 words a server's error
-# PEP 249's classes, under which drivers file a server's errors (pg8000: "too many
-# clients" is a ProgrammingError, a shutdown a DatabaseError).
-DBAPI_ERRORS = {"DatabaseError", "ProgrammingError", "OperationalError", "InternalError", "DataError",
-                "IntegrityError", "NotSupportedError"}
 
 
-def database_unavailable(error_type, text):
-    """Whether an error (by its class name and text) says the database cannot be
-    reached just now: the client should retry (503), nothing is wrong with the request."""
-    if error_type in DEPENDENCY_ERRORS:
-        return True
-    code = SQLSTATE.search(text or "")
-    return error_type in DBAPI_ERRORS and code is not None and code.group(1)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+def database_unavailable(error_type):
+    """Whether an error (by its class name) says the database cannot be reached just
+    now: the client should retry (503), nothing is wrong with the request."""
+    return error_type in DEPENDENCY_ERRORS
 
 
 def unexpected_error_response(exc, where):
     """503 when the gateway's own database is unreachable, else a logged 500."""
-    if isinstance(exc, sa.exc.SQLAlchemyError) and database_unavailable(type(exc).__name__, str(exc)):
+    if isinstance(exc, sa.exc.SQLAlchemyError) and database_unavailable(type(exc).__name__):
         log.warning("database unavailable in %s: %s", where, str(exc).splitlines()[0])
         return error_response(503, "service_unavailable", "The gateway cannot reach its database; try again soon")
     log.error("unhandled error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
@@ -244,7 +236,7 @@ def call(proxy, service, method, *args, timeout=None):
         outcome = "unavailable"
         raise ServiceUnavailable(f"The {service} service is not running", {"service": service})
     except RemoteError as exc:
-        if database_unavailable(exc.exc_type, exc.value):
+        if database_unavailable(exc.exc_type):
             # The service is up but its database is not: a dependency is down, not a bug.
             outcome = "unavailable"
             raise ServiceUnavailable(f"The {service} service cannot reach its database",

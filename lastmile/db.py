@@ -8,6 +8,7 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycogreen.eventlet
 import sqlalchemy as sa
 from eventlet.patcher import original
 from sqlalchemy.engine import make_url
@@ -60,8 +61,7 @@ def database_url(service_name):
     url = make_url(server)
     if url.get_backend_name() != "postgresql":
         raise SystemExit("LASTMILE_DATABASE_URL must be a postgresql:// URL")
-    # pg8000 is pure Python, so eventlet's monkey-patched sockets keep it cooperative.
-    return url.set(drivername="postgresql+pg8000", database=database_name(service_name))
+    return url.set(drivername="postgresql+psycopg2", database=database_name(service_name))
 
 
 def ensure_database(url):
@@ -89,13 +89,17 @@ def ensure_database(url):
 # Connections per process: at most 8. A district runs a dozen processes or so against
 # one PostgreSQL (100 connections by default); a bigger pool would exhaust it under load.
 # All 8 stay open once made: an overflow connection is closed as soon as it is returned,
-# so under load every checkout past the pool would connect afresh (pg8000 builds a TLS
-# context for each connection), which cost a busy process a third of its CPU.
+# so under load every checkout past the pool would connect afresh, which cost a busy
+# process a third of its CPU.
 POOL_SIZE = 8
 
 
 def make_engine(service_name, pool_size=POOL_SIZE):
     url = database_url(service_name)
+    if url.get_backend_name() == "postgresql":
+        # psycopg2 is written in C and would block the whole process while it waits
+        # for PostgreSQL; this hands each wait to eventlet's hub instead.
+        psycogreen.eventlet.patch_psycopg()
     ensure_database(url)
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": 30})
@@ -118,8 +122,7 @@ def _refuse_closed_connection(dbapi_conn, _record, _proxy):
     replaced before use. Between transactions the server says nothing unless it is
     closing the connection, so a socket with something to read is a closed one: seen
     without the round trip of a ping, which cost a fifth of every short transaction."""
-    sock = getattr(dbapi_conn, "_usock", None)
-    if sock is None or _real_select([sock.fileno()], [], [], 0)[0]:
+    if dbapi_conn.closed or _real_select([dbapi_conn.fileno()], [], [], 0)[0]:
         # The pool throws this connection away and checks out another.
         raise sa.exc.DisconnectionError("PostgreSQL closed this connection")
 

@@ -77,7 +77,7 @@ def isolated_environment(tmp_path_factory):
 
 def _drop_databases(prefix):
     engine = sa.create_engine(
-        sa.engine.make_url(TEST_DATABASE_URL).set(drivername="postgresql+pg8000", database="postgres"),
+        sa.engine.make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg2", database="postgres"),
         isolation_level="AUTOCOMMIT",
     )
     try:

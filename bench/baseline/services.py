@@ -22,6 +22,7 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+import psycogreen.eventlet  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from nameko.events import EventDispatcher, event_handler  # noqa: E402
 from nameko.extensions import DependencyProvider  # noqa: E402
@@ -51,8 +52,9 @@ effects = sa.Table(
 
 
 def database_url():
-    # pg8000, as Lastmile uses: pure Python, green under eventlet.
-    return sa.engine.make_url(os.environ["BASELINE_DATABASE_URL"]).set(drivername="postgresql+pg8000")
+    # psycopg2, as Lastmile uses, its waits handed to eventlet's hub (psycogreen).
+    psycogreen.eventlet.patch_psycopg()
+    return sa.engine.make_url(os.environ["BASELINE_DATABASE_URL"]).set(drivername="postgresql+psycopg2")
 
 
 class Database(DependencyProvider):

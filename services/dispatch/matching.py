@@ -300,7 +300,7 @@ def _radius(closeness_part, weight):
 
 
 # Values that can be written into SQL as they are (site ids, categories, uuids): the
-# statement then needs no parameters, which pg8000 sends in one round trip.
+# statement then needs no parameters, and carries the transaction's settings with it.
 _PLAIN = re.compile(r"[A-Za-z0-9_.\-]*\Z")
 
 
@@ -334,7 +334,7 @@ class _Search:
     Its statements differ from need to need, so they are written out short. On
     PostgreSQL, when every value is plain (ids, categories, numbers), they are written
     with the values in place: a statement without parameters goes to the server in
-    one round trip (pg8000 otherwise takes three and scans the text in Python)."""
+    one round trip with the settings, and SQLAlchemy has no parameters to process."""
 
     def __init__(self, session, need, scope, offered, policy, limit):
         self.session, self.need, self.scope, self.policy, self.limit = session, need, scope, policy, limit
