@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from gateway.models import Account, ApiKey, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.db import insert_missing, new_id, utcnow
+from lastmile.db import insert_missing, locked_row, new_id, utcnow
 from lastmile.events import isoformat, make_event
 from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, NotFound, Unauthorized
 from lastmile.store import Store
@@ -177,8 +177,7 @@ class Accounts:
     def issue_token(self, phone, password):
         now = utcnow()
         with self.store.Session.begin() as session:
-            insert_missing(session, LoginFailures.__table__, phone=phone, count=0, locked_until=None)
-            failures = session.get(LoginFailures, phone, with_for_update=True, populate_existing=True)
+            failures = locked_row(session, LoginFailures, phone=phone, count=0, locked_until=None)
             if failures.locked_until and failures.locked_until > now:
                 wait = int((failures.locked_until - now).total_seconds()) + 1
                 raise TooManyLogins("Too many failed logins for this phone; try again later",
@@ -242,9 +241,9 @@ class Accounts:
             raise Unauthorized("The token has expired; ask for a new one")
         except jwt.InvalidTokenError:
             raise Unauthorized("The token is not valid")
-        # Every request asks this, so it is one plain statement, without the ORM.
-        with self.store.engine.connect() as conn:
-            account = conn.execute(
+        # Every request asks this: one statement, without the ORM or a transaction around it.
+        with self.store.Autocommit() as session:
+            account = session.execute(
                 sa.select(Account.role, Account.site_id, Account.name, Account.token_version)
                 .where(Account.id == claims["sub"])).first()
         if account is None or account.token_version != claims["ver"]:

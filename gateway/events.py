@@ -141,8 +141,8 @@ class EventRoutes:
     def record_event(self, event):
         if event["type"] in PRIVATE_TYPES:
             return
-        store = self.accounts.store
-        with store.Session.begin() as session:
+        # One statement, its own transaction; a copy redelivered finds the row and adds nothing.
+        with self.accounts.store.Autocommit() as session:
             insert_missing(session, EventLogEntry.__table__, event_id=event["event_id"], type=event["type"],
                            source=event["source"], need_id=event.get("need_id"), site_id=event_site(event),
                            occurred_at=datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),

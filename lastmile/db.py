@@ -143,6 +143,33 @@ def insert_missing(session, table, **values):
     return session.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
+def locked_row(session, model, **values):
+    """The row of ``model`` whose primary key ``values`` hold, locked until the
+    transaction ends (as SELECT … FOR UPDATE), made from ``values`` first when it is
+    missing. One statement: INSERT … ON CONFLICT DO UPDATE (a write of the key that
+    changes nothing) … RETURNING, so a transaction creating the same row at the same
+    moment waits its turn instead of failing."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    keys = [column.name for column in sa.inspect(model).primary_key]
+    stmt = insert(model).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={keys[0]: stmt.excluded[keys[0]]}).returning(model)
+    return session.scalars(stmt, execution_options={"populate_existing": True}).one()
+
+
+def paged(session, stmt, order_by, page, size):
+    """Page ``page`` (from 1) of ``size`` rows of ``stmt`` in ``order_by`` order, and
+    how many rows it has in all: ``(rows, total)``. One statement, the total counted
+    beside each row (a window is counted before LIMIT); only a page past the end asks
+    for the count alone."""
+    counted = stmt.add_columns(sa.func.count().over().label("lastmile_total"))
+    rows = session.execute(counted.order_by(*order_by).offset((page - 1) * size).limit(size)).all()
+    if rows:
+        return [tuple(row)[:-1] for row in rows], rows[0][-1]
+    return [], session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) if page > 1 else 0
+
+
 def migrate(engine, migrations_dir):
     """Bring the schema to the newest revision of the service's alembic history.
     Replicas starting together serialise on an advisory lock."""

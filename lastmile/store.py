@@ -45,6 +45,15 @@ class UnitOfWork:
         finally:
             session.close()
 
+    @contextmanager
+    def reading(self):
+        """A session for one statement that reads, or one that writes a single row:
+        each statement is its own transaction, so no BEGIN and COMMIT go to the
+        database around it (two of its three round trips). Not for several statements
+        that must see, or change, the data together."""
+        with self._store.Autocommit() as session:
+            yield session
+
     def emit(self, session, type, data, need_id=None):
         """Record an event in the outbox of the session's transaction."""
         event = make_event(self._store.service_name, type, data, need_id=need_id, request_id=self.request_id)
@@ -82,6 +91,9 @@ class Store(DependencyProvider):
         self.engine = make_engine(self.service_name)
         migrate(self.engine, self.migrations_dir)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool, its connections lent in autocommit mode (set in the driver, no round trip).
+        self.Autocommit = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                                       expire_on_commit=False)
         self.relay = OutboxRelay(
             self.service_name, self.engine, self.outbox, self.container.config.get("AMQP_URI", config.get("LASTMILE_AMQP_URI"))
         )

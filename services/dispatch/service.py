@@ -10,7 +10,7 @@ from nameko.timer import timer
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import is_postgres, new_id, utcnow
+from lastmile.db import is_postgres, new_id, paged, utcnow
 from lastmile.errors import EXPECTED, Conflict, InvalidInput, NotFound
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -127,11 +127,9 @@ class DispatchService(LastmileService):
         if query["status"]:
             stmt = stmt.where(Offer.status == query["status"])
         page, size = query["page"], query["page_size"]
-        with self.db.session() as session:
-            total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
-            rows = session.execute(
-                stmt.order_by(Offer.created_at.desc(), Offer.id).offset((page - 1) * size).limit(size)
-            ).all()
+        # Volunteers' apps poll this: one statement, no transaction around it.
+        with self.db.reading() as session:
+            rows, total = paged(session, stmt, (Offer.created_at.desc(), Offer.id), page, size)
             items = [offer_view(offer, order, with_score=False) for offer, order in rows]
             return {"items": items, "total": total, "page": page, "page_size": size}
 

@@ -9,7 +9,7 @@ from nameko.rpc import rpc
 from lastmile import sites
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import new_id, utcnow
+from lastmile.db import new_id, paged, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -387,11 +387,8 @@ class NeedsService(LastmileService):
             stmt = stmt.where(sa.or_(Need.title.ilike(pattern, escape="\\"), Need.description.ilike(pattern, escape="\\")))
         page, size = query["page"], query["page_size"]
         with self.db.session() as session:
-            total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
-            rows = session.scalars(
-                stmt.order_by(Need.created_at.desc(), Need.id).offset((page - 1) * size).limit(size)
-            ).all()
-            items = [need_view(need, None, actor) for need in rows]
+            rows, total = paged(session, stmt, (Need.created_at.desc(), Need.id), page, size)
+            items = [need_view(need, None, actor) for need, in rows]
             return {"items": items, "total": total, "page": page, "page_size": size}
 
     @rpc(expected_exceptions=EXPECTED)

@@ -11,7 +11,7 @@ from nameko.timer import timer
 from lastmile import config
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import insert_missing, is_postgres, utcnow
+from lastmile.db import insert_missing, is_postgres, locked_row, paged, utcnow
 from lastmile.errors import EXPECTED, Forbidden, NotFound, NotReady
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -145,8 +145,7 @@ class NotificationsService(LastmileService):
         data = load(PreferencesSchema(), data or {})
         now = utcnow()
         with self.db.session() as session:
-            insert_missing(session, Preference.__table__, user_id=actor.id, quiet_hours=None, sms=True, updated_at=now)
-            row = session.get(Preference, actor.id, with_for_update=True, populate_existing=True)
+            row = locked_row(session, Preference, user_id=actor.id, quiet_hours=None, sms=True, updated_at=now)
             if "quiet_start" in data:
                 row.quiet_hours = "off" if data["quiet_start"] is None else f"{data['quiet_start']}-{data['quiet_end']}"
             if "sms" in data:
@@ -172,9 +171,8 @@ class NotificationsService(LastmileService):
                 stmt = stmt.where(getattr(DeliveryAttempt, name) == query[name])
         page, size = query["page"], query["page_size"]
         with self.db.session() as session:
-            total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
-            rows = session.scalars(stmt.order_by(DeliveryAttempt.id.desc()).offset((page - 1) * size).limit(size))
-            return {"items": [attempt_view(a) for a in rows], "total": total, "page": page, "page_size": size}
+            rows, total = paged(session, stmt, (DeliveryAttempt.id.desc(),), page, size)
+            return {"items": [attempt_view(a) for a, in rows], "total": total, "page": page, "page_size": size}
 
     # ---- the clock ------------------------------------------------------------------------
 
@@ -241,8 +239,7 @@ class NotificationsService(LastmileService):
         with self.db.session() as session:
             if not self.db.first_delivery(session, event, "notifications.account_registered"):
                 return
-            insert_missing(session, Contact.__table__, user_id=data["id"], role=data["role"], updated_at=now)
-            contact = session.get(Contact, data["id"], with_for_update=True, populate_existing=True)
+            contact = locked_row(session, Contact, user_id=data["id"], role=data["role"], updated_at=now)
             contact.role, contact.site_id, contact.name = data["role"], data.get("site_id"), data.get("name")
             contact.phone, contact.updated_at = data.get("phone"), now
         log.info("contact of %s %s: %s", data["role"], data["id"], mask_phone(data.get("phone")))
@@ -316,9 +313,8 @@ class NotificationsService(LastmileService):
             return None
         snapshot = (data.get("need") if kind == "order_assigned" else data) if kind in SNAPSHOT_EVENTS else None
         if snapshot:
-            insert_missing(session, NeedFact.__table__, need_id=need_id, title="", urgency="normal", reviewed=False,
-                           review_alerted=False, closed=False, updated_at=now)
-            row = session.get(NeedFact, need_id, with_for_update=True, populate_existing=True)
+            row = locked_row(session, NeedFact, need_id=need_id, title="", urgency="normal", reviewed=False,
+                             review_alerted=False, closed=False, updated_at=now)
             row.title = (snapshot.get("title") or row.title or "")[:200]
             row.site_id = snapshot.get("site_id") or row.site_id
             row.urgency = snapshot.get("urgency") or row.urgency

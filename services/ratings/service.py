@@ -11,7 +11,7 @@ from nameko.timer import timer
 from lastmile import config, sites
 from lastmile.auth import Actor
 from lastmile.consumer import event_handler
-from lastmile.db import insert_missing, is_postgres, new_id, utcnow
+from lastmile.db import is_postgres, locked_row, new_id, paged, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -67,9 +67,8 @@ def follow_up_view(follow_up):
 
 def _paged(session, stmt, order_by, query, view):
     page, size = query["page"], query["page_size"]
-    total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
-    rows = session.scalars(stmt.order_by(*order_by).offset((page - 1) * size).limit(size)).all()
-    return {"items": [view(row) for row in rows], "total": total, "page": page, "page_size": size}
+    rows, total = paged(session, stmt, order_by, page, size)
+    return {"items": [view(row) for row, in rows], "total": total, "page": page, "page_size": size}
 
 
 class RatingsService(LastmileService):
@@ -284,9 +283,8 @@ class RatingsService(LastmileService):
             if not self.db.first_delivery(session, event, consumer):
                 return
             # Events of one need arrive on several queues at once: create without racing.
-            insert_missing(session, ReportNeed.__table__, need_id=event["need_id"], site_id=snapshot["site_id"],
-                           category=snapshot["category"], status="submitted")
-            apply(session.get(ReportNeed, event["need_id"], with_for_update=True, populate_existing=True), at)
+            apply(locked_row(session, ReportNeed, need_id=event["need_id"], site_id=snapshot["site_id"],
+                             category=snapshot["category"], status="submitted"), at)
 
     @event_handler("volunteers", "service_completed")
     def on_service_completed(self, event):
@@ -309,9 +307,8 @@ class RatingsService(LastmileService):
     def _add_to_score(self, session, subject_type, subject_id, stars):
         # Create the row if it is missing without racing another first rating of the
         # same subject (two inserts would make one rating fail), then lock it.
-        insert_missing(session, ScoreRow.__table__, subject_type=subject_type, subject_id=subject_id, count=0,
-                       total=0.0, distribution=domain.Score().distribution)
-        row = session.get(ScoreRow, (subject_type, subject_id), with_for_update=True, populate_existing=True)
+        row = locked_row(session, ScoreRow, subject_type=subject_type, subject_id=subject_id, count=0,
+                         total=0.0, distribution=domain.Score().distribution)
         score = domain.Score(count=row.count, total=row.total, distribution=dict(row.distribution))
         score.add(stars)
         row.count, row.total, row.distribution = score.count, score.total, score.distribution
