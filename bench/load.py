@@ -545,10 +545,16 @@ async def measure(systems, args, processes, profile_pids, environment):
     async def each(phase, run):
         for system in systems:
             left = await asyncio.to_thread(environment.wait_for_quiet)
+            own = {pid: label for pid, label in processes.items() if label.startswith(system.name)}
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector), timeout=timeout) as http:
                 print(f"  {phase}: {system.name} …", flush=True)
-                results[system.name][phase] = await run(system, http)
-                results[system.name][phase]["left_in_queues_before"] = left
+                before = {pid: cpu_seconds(pid) for pid in own}
+                outcome = results[system.name][phase] = await run(system, http)
+                # What the phase's requests set going (events still queued) is part of their
+                # cost: counted until the broker holds nothing for either system again.
+                await asyncio.to_thread(environment.wait_for_quiet)
+                outcome["cpu_seconds"] = {label: round(cpu_seconds(pid) - before[pid], 2) for pid, label in own.items()}
+                outcome["left_in_queues_before"] = left
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector), timeout=timeout) as http:
         for system in systems:
@@ -557,15 +563,12 @@ async def measure(systems, args, processes, profile_pids, environment):
     await each("submit", lambda s, http: closed_loop(args.clients, args.duration, lambda i: s.submit(http, i)))
 
     async def cycles(system, http):
-        before = {pid: cpu_seconds(pid) for pid in processes}
         recorders = []
         if args.profile and system.name == "lastmile":
             recorders = start_profiles(profile_pids, args.duration, args.out)
         outcome = await closed_loop(args.clients, args.duration, lambda i: system.cycle(http, i))
         for recorder in recorders:
             recorder.wait()
-        outcome["cpu_seconds"] = {label: round(cpu_seconds(pid) - before[pid], 2)
-                                  for pid, label in processes.items() if label.startswith(system.name)}
         return outcome
 
     await each("cycles", cycles)
@@ -626,14 +629,24 @@ def table(results, replicas):
     def percentiles(name, pick):
         return [row(f"{name} {p}", "ms", lambda r, p=p: pick(r)["latency_ms"][p], False) for p in ("p50", "p95", "p99")]
 
+    def cpu_ms_each(outcome):
+        """The system's CPU (its processes', not the broker's or the database's) per
+        request or cycle answered, until what they set going was done."""
+        done = outcome.get("started", 0) - sum(outcome["failures"].values()) if "started" in outcome \
+            else outcome["completed"]
+        return round(1000 * sum(outcome["cpu_seconds"].values()) / done, 1) if done else None
+
     rows = [row("POST /needs rate", "req/s", lambda r: r["submit"]["per_second"], True)]
     rows += percentiles("POST /needs", lambda r: r["submit"])
     rows.append(row("POST /needs failed", "%", lambda r: failed_share(r["submit"]), False))
+    rows.append(row("CPU per POST /needs", "ms", lambda r: cpu_ms_each(r["submit"]), False))
     rows.append(row("cycles/s", "cycles/s", lambda r: r["cycles"]["per_second"], True))
     rows.append(row("cycles failed", "%", lambda r: failed_share(r["cycles"]), False))
+    rows.append(row("CPU per cycle", "ms", lambda r: cpu_ms_each(r["cycles"]), False))
     rows += percentiles("approval→offer made", lambda r: r["approval_to_offer"]["made"])
     rows += percentiles("approval→offer seen", lambda r: r["approval_to_offer"]["seen"])
     rows.append(row("approval→offer failed", "%", lambda r: failed_share(r["approval_to_offer"]), False))
+    rows.append(row("CPU per approval", "ms", lambda r: cpu_ms_each(r["approval_to_offer"]), False))
     if replicas:
         service = replicas["service"]
         rows.append(row(f"POST /needs rate, 2×{service}", "req/s", lambda r: r["submit"]["per_second"], True,

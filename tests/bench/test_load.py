@@ -39,5 +39,8 @@ def test_the_baseline_under_the_load_generator(tmp_path):
     assert table["POST /needs rate"]["baseline"] == baseline["submit"]["per_second"]
     assert table["POST /needs rate"]["lastmile"] is None
     assert table["approval→offer made p99"]["baseline"] is not None
+    # CPU per request: the baseline's three processes, measured while they worked.
+    assert set(baseline["submit"]["cpu_seconds"]) == {"baseline:writer-1", "baseline:effects-1", "baseline:http-1"}
+    assert table["CPU per POST /needs"]["baseline"] > 0 and table["CPU per cycle"]["baseline"] > 0
     assert out.with_suffix(".png").stat().st_size > 0
     assert "POST /needs rate" in finished.stdout
