@@ -11,16 +11,12 @@ from pathlib import Path
 import psycogreen.eventlet
 import sqlalchemy as sa
 from eventlet.patcher import original
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE
-from sqlalchemy.dialects import registry
-from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import make_url
 
 from lastmile import config
 
 # The operating system's select, even under eventlet: a look that must not wait.
 _real_select = original("select").select
-_BEGIN_PENDING = "lastmile_begin_pending"
 
 log = logging.getLogger(__name__)
 
@@ -90,67 +86,6 @@ def ensure_database(url):
         admin.dispose()
 
 
-class OneTripBegin(PGDialect_psycopg2):
-    """psycopg2, with a transaction's BEGIN sent in front of its first statement, in
-    the same message. psycopg2 itself sends BEGIN on its own and waits for the answer:
-    a round trip in every four or five of a short transaction's (a handled event is
-    BEGIN, the ledger's insert, a read, a write, COMMIT), and each costs both processes
-    a wake-up on a busy machine. The connections stay in the driver's autocommit mode;
-    this dialect says BEGIN, COMMIT and ROLLBACK itself, and the server's own record of
-    whether a transaction is open decides whether COMMIT or ROLLBACK is sent at all."""
-
-    supports_statement_cache = True  # it compiles statements as psycopg2's dialect does
-
-    def do_begin(self, connection):
-        _state(connection)[_BEGIN_PENDING] = True
-
-    def _begin_with(self, statement, context):
-        if context is None or not _state(context.root_connection.connection).pop(_BEGIN_PENDING, False):
-            return statement
-        if context.execution_options.get("isolation_level") == "AUTOCOMMIT":
-            return statement  # a session that asked for no transaction (Store.Autocommit)
-        return "BEGIN; " + statement
-
-    def do_execute(self, cursor, statement, parameters, context=None):
-        cursor.execute(self._begin_with(statement, context), parameters)
-
-    def do_execute_no_params(self, cursor, statement, context=None):
-        cursor.execute(self._begin_with(statement, context))
-
-    def do_executemany(self, cursor, statement, parameters, context=None):
-        if self._begin_with("", context):
-            cursor.execute("BEGIN")
-        super().do_executemany(cursor, statement, parameters, context)
-
-    def do_commit(self, connection):
-        self._end(connection, "COMMIT")
-
-    def do_rollback(self, connection):
-        self._end(connection, "ROLLBACK")
-
-    def _end(self, connection, command):
-        # The pool and SQLAlchemy's Connection pass the pool's proxy of the connection.
-        _state(connection).pop(_BEGIN_PENDING, None)
-        driver_connection = connection.dbapi_connection
-        if driver_connection is None or driver_connection.closed:
-            return
-        if driver_connection.get_transaction_status() != TRANSACTION_STATUS_IDLE:
-            with driver_connection.cursor() as cursor:
-                cursor.execute(command)
-
-
-def _state(connection):
-    """What the pool keeps with a connection; nothing for the connection SQLAlchemy
-    makes once, alone, to learn the server's settings (its statements need no BEGIN)."""
-    try:
-        return connection.info
-    except NotImplementedError:
-        return {}
-
-
-registry.register("postgresql.lastmile_psycopg2", __name__, "OneTripBegin")
-
-
 # Connections per process: at most 8. A district runs a dozen processes or so against
 # one PostgreSQL (100 connections by default); a bigger pool would exhaust it under load.
 # All 8 stay open once made: an overflow connection is closed as soon as it is returned,
@@ -177,8 +112,7 @@ def make_engine(service_name, pool_size=POOL_SIZE):
             cursor.close()
 
         return engine
-    engine = sa.create_engine(url.set(drivername="postgresql+lastmile_psycopg2"), isolation_level="AUTOCOMMIT",
-                              pool_size=pool_size, max_overflow=0)
+    engine = sa.create_engine(url, pool_size=pool_size, max_overflow=0)
     sa.event.listen(engine, "checkout", _refuse_closed_connection)
     return engine
 

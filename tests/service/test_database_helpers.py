@@ -1,10 +1,8 @@
-"""How every service speaks to PostgreSQL: a transaction's BEGIN sent with its first
-statement, a row made or locked in one statement, a page with its total in one statement,
-and writes outside a transaction."""
+"""The statements every service shares, on a real PostgreSQL: a row made or locked in
+one statement, a page with its total in one statement, and writes outside a transaction."""
 import eventlet
 import pytest
 import sqlalchemy as sa
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from lastmile import db
@@ -83,45 +81,3 @@ def test_an_autocommit_session_writes_at_once_without_a_transaction(engine):
         session.execute(sa.insert(Counter).values(name="later", count=1))
         session.rollback()
         assert session.get(Counter, "later") is None
-
-
-def transaction_status(conn):
-    return conn.connection.dbapi_connection.get_transaction_status()
-
-
-def test_begin_goes_with_the_first_statement_and_commit_and_rollback_end_the_transaction(engine):
-    with engine.connect() as conn:
-        conn.begin()
-        # Nothing has gone to the server yet: BEGIN waits for the first statement.
-        assert transaction_status(conn) == TRANSACTION_STATUS_IDLE
-        conn.execute(sa.insert(Counter).values(name="kept", count=1))
-        assert transaction_status(conn) == TRANSACTION_STATUS_INTRANS
-        conn.commit()
-        assert transaction_status(conn) == TRANSACTION_STATUS_IDLE
-        conn.execute(sa.insert(Counter).values(name="dropped", count=1))
-        conn.rollback()
-        assert transaction_status(conn) == TRANSACTION_STATUS_IDLE
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(Counter.name)).scalars().all() == ["kept"]
-
-
-def test_a_failed_statement_is_rolled_back_and_the_connection_serves_again(engine):
-    Session = sessionmaker(engine)
-    with pytest.raises(sa.exc.IntegrityError):
-        with Session.begin() as session:
-            session.execute(sa.insert(Counter).values(name="twice", count=1))
-            session.execute(sa.insert(Counter).values(name="twice", count=2))
-    with Session.begin() as session:  # the same pooled connection, out of the failed transaction
-        session.execute(sa.insert(Counter).values(name="after", count=1))
-    with Session() as session:
-        assert session.scalars(sa.select(Counter.name)).all() == ["after"]
-
-
-def test_a_connection_given_back_in_a_transaction_is_rolled_back_by_the_pool(engine):
-    conn = engine.connect()
-    conn.execute(sa.insert(Counter).values(name="abandoned", count=1))
-    driver_connection = conn.connection.dbapi_connection
-    conn.close()  # no commit: the pool resets the connection as it takes it back
-    assert driver_connection.get_transaction_status() == TRANSACTION_STATUS_IDLE
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(Counter)).scalar() == 0
