@@ -631,9 +631,9 @@ def table(results, replicas):
 
     def cpu_ms_each(outcome):
         """The system's CPU (its processes', not the broker's or the database's) per
-        request or cycle answered, until what they set going was done."""
-        done = outcome.get("started", 0) - sum(outcome["failures"].values()) if "started" in outcome \
-            else outcome["completed"]
+        request or cycle answered (per approval sent: each sets work going, answered
+        in time or not), until what they set going was done."""
+        done = outcome.get("started") or outcome["completed"]
         return round(1000 * sum(outcome["cpu_seconds"].values()) / done, 1) if done else None
 
     rows = [row("POST /needs rate", "req/s", lambda r: r["submit"]["per_second"], True)]
