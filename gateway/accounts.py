@@ -86,7 +86,7 @@ class TokenSchema(StrictSchema):
 def account_view(account):
     return {
         "id": account.id, "phone": account.phone, "name": account.name, "role": account.role,
-        "site_id": account.site_id, "created_at": account.created_at.isoformat().replace("+00:00", "Z"),
+        "site_id": account.site_id, "created_at": isoformat(account.created_at),
     }
 
 
@@ -258,7 +258,7 @@ class Accounts:
                             created_by=actor.id, created_at=utcnow(), revoked=False)
             session.add(record)
             return {"id": record.id, "name": name, "api_key": key,
-                    "created_at": record.created_at.isoformat().replace("+00:00", "Z")}
+                    "created_at": isoformat(record.created_at)}
 
     def api_keys(self):
         with self.store.Session() as session:

@@ -133,14 +133,18 @@ def is_postgres(bind):
     return dialect.name == "postgresql"
 
 
+def _insert(session, target):
+    """An INSERT with ON CONFLICT clauses, in the session's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if is_postgres(session) else sqlite.insert)(target)
+
+
 def insert_missing(session, table, **values):
     """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike: creates a
     row unless another transaction already did (that one waits its turn instead of
     failing). Returns True when this call inserted it."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    return session.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+    return session.execute(_insert(session, table).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
 def locked_row(session, model, **values):
@@ -149,11 +153,8 @@ def locked_row(session, model, **values):
     missing. One statement: INSERT … ON CONFLICT DO UPDATE (a write of the key that
     changes nothing) … RETURNING, so a transaction creating the same row at the same
     moment waits its turn instead of failing."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
     keys = [column.name for column in sa.inspect(model).primary_key]
-    stmt = insert(model).values(**values)
+    stmt = _insert(session, model).values(**values)
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_={keys[0]: stmt.excluded[keys[0]]}).returning(model)
     return session.scalars(stmt, execution_options={"populate_existing": True}).one()
 

@@ -45,14 +45,12 @@ class UnitOfWork:
         finally:
             session.close()
 
-    @contextmanager
     def reading(self):
         """A session for one statement that reads, or one that writes a single row:
         each statement is its own transaction, so no BEGIN and COMMIT go to the
         database around it (two of its three round trips). Not for several statements
         that must see, or change, the data together."""
-        with self._store.Autocommit() as session:
-            yield session
+        return self._store.Autocommit()
 
     def emit(self, session, type, data, need_id=None):
         """Record an event in the outbox of the session's transaction."""
