@@ -242,8 +242,8 @@ class Accounts:
         except jwt.InvalidTokenError:
             raise Unauthorized("The token is not valid")
         # Every request asks this: one statement, without the ORM or a transaction around it.
-        with self.store.Autocommit() as session:
-            account = session.execute(
+        with self.store.autocommit_engine.connect() as connection:
+            account = connection.execute(
                 sa.select(Account.role, Account.site_id, Account.name, Account.token_version)
                 .where(Account.id == claims["sub"])).first()
         if account is None or account.token_version != claims["ver"]:

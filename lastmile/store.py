@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import sessionmaker
 
 from lastmile import config, logs
-from lastmile.db import insert_missing, make_engine, migrate, utcnow
+from lastmile.db import AUTOCOMMIT_POOL_SIZE, insert_missing, make_engine, migrate, utcnow
 from lastmile.events import make_event
 from lastmile.metrics import EVENTS_CONSUMED
 from lastmile.outbox import OutboxRelay
@@ -89,9 +89,8 @@ class Store(DependencyProvider):
         self.engine = make_engine(self.service_name)
         migrate(self.engine, self.migrations_dir)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
-        # The same pool, its connections lent in autocommit mode (set in the driver, no round trip).
-        self.Autocommit = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"),
-                                       expire_on_commit=False)
+        self.autocommit_engine = make_engine(self.service_name, pool_size=AUTOCOMMIT_POOL_SIZE, autocommit=True)
+        self.Autocommit = sessionmaker(self.autocommit_engine, expire_on_commit=False)
         self.relay = OutboxRelay(
             self.service_name, self.engine, self.outbox, self.container.config.get("AMQP_URI", config.get("LASTMILE_AMQP_URI"))
         )
@@ -101,12 +100,16 @@ class Store(DependencyProvider):
 
     def stop(self):
         self.relay.stop()
-        # The pool keeps its connections open: a stopped container hands them back now.
-        self.engine.dispose()
+        self._dispose()
 
     def kill(self):
         self.relay.stop()
+        self._dispose()
+
+    def _dispose(self):
+        # The pools keep their connections open: a stopped container hands them back now.
         self.engine.dispose()
+        self.autocommit_engine.dispose()
 
     def get_dependency(self, worker_ctx):
         return UnitOfWork(self, worker_ctx)

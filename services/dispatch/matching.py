@@ -186,10 +186,23 @@ def sync_all(connection, batch=5000):
         connection.execute(update, pending)
 
 
+_COPIED_FIELDS = ("site_id", "active", "lat", "lon", *_STATIC_FIELDS)
+_UNLOADED = object()
+
+
 @event.listens_for(Candidate, "after_insert")
 @event.listens_for(Candidate, "after_update")
 def _candidate_written(mapper, connection, target):
-    sync(connection, target.volunteer_id)
+    state = sa.inspect(target)
+    if any(state.dict.get(name, _UNLOADED) is _UNLOADED for name in _COPIED_FIELDS):
+        # A value only the database knows (an SQL expression, expired by the UPDATE): read it back.
+        sync(connection, target.volunteer_id)
+        return
+    if not any(state.attrs[name].history.has_changes() for name in _COPIED_FIELDS):
+        return  # nothing the skill rows carry changed (an assignment count, a name)
+    # The object holds what was just written: copied from it, without reading the row again.
+    connection.execute(sa.update(SKILLS).where(SKILLS.c.volunteer_id == target.volunteer_id)
+                       .values(**match_values(target)))
 
 
 @event.listens_for(CandidateSkill, "before_insert")

@@ -70,14 +70,17 @@ def test_paged_gives_a_page_and_the_total_of_all_pages(engine):
         assert db.paged(session, stmt.where(Counter.count > 99), (Counter.name,), page=1, size=4) == ([], 0)
 
 
-def test_an_autocommit_session_writes_at_once_without_a_transaction(engine):
-    Autocommit = sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-    with Autocommit() as session:
-        session.execute(sa.insert(Counter).values(name="now", count=1))
-        # Seen from another connection before this session closes: already committed.
-        with engine.connect() as other:
-            assert other.execute(sa.select(Counter.count).where(Counter.name == "now")).scalar() == 1
-    with sessionmaker(engine)() as session:  # the pool's connection is back in its usual mode
-        session.execute(sa.insert(Counter).values(name="later", count=1))
-        session.rollback()
-        assert session.get(Counter, "later") is None
+def test_an_autocommit_engine_writes_at_once_and_leaves_the_main_pool_transactional(engine):
+    autocommit_engine = db.make_engine("helpertest", pool_size=1, autocommit=True)
+    try:
+        with sessionmaker(autocommit_engine)() as session:
+            session.execute(sa.insert(Counter).values(name="now", count=1))
+            # Seen from another connection before this session closes: already committed.
+            with engine.connect() as other:
+                assert other.execute(sa.select(Counter.count).where(Counter.name == "now")).scalar() == 1
+        with sessionmaker(engine)() as session:  # the main pool's connections keep transactions
+            session.execute(sa.insert(Counter).values(name="later", count=1))
+            session.rollback()
+            assert session.get(Counter, "later") is None
+    finally:
+        autocommit_engine.dispose()

@@ -381,6 +381,8 @@ def test_every_write_of_a_candidate_through_the_orm_refreshes_its_skill_rows(pg_
         lambda c: (setattr(c, "rating_count", 3), setattr(c, "rating_sum", 14.0)),  # score_updated
         lambda c: (setattr(c, "site_id", "qiongshan.lingshan"), setattr(c, "lat", None)),  # profile
         lambda c: setattr(c, "active", False),  # suspended
+        lambda c: setattr(c, "declined", Candidate.declined + 1),  # computed by the database: read back
+        lambda c: setattr(c, "name", "改名"),  # nothing the copies carry
     ]
     for step in steps:
         with Session(engine) as session, session.begin():
