@@ -21,8 +21,8 @@ from gateway.http import ApiRoute, query_of, read_json
 from gateway.limits import check_rate
 from gateway.models import Delivery, EventLogEntry, Subscription
 from lastmile import sites
-from lastmile.consumer import event_stream
-from lastmile.db import insert_missing, is_postgres, new_id, utcnow
+from lastmile.consumer import event_batch_stream
+from lastmile.db import insert_missing_rows, is_postgres, new_id, utcnow
 from lastmile.errors import Forbidden, NotFound, ServiceUnavailable
 from lastmile.events import isoformat
 from lastmile.validation import QuerySchema, StrictSchema, cursor_field, load, mask_phone, mask_text, site_id_field
@@ -137,16 +137,17 @@ class EventRoutes:
 
     streams = 0
 
-    @event_stream(ORDER_EVENT_SOURCES)
-    def record_event(self, event):
-        if event["type"] in PRIVATE_TYPES:
-            return
-        # One statement, its own transaction; a copy redelivered finds the row and adds nothing.
-        with self.accounts.store.Autocommit() as session:
-            insert_missing(session, EventLogEntry.__table__, event_id=event["event_id"], type=event["type"],
-                           source=event["source"], need_id=event.get("need_id"), site_id=event_site(event),
-                           occurred_at=datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
-                           body=scrub(event))
+    @event_batch_stream(ORDER_EVENT_SOURCES)
+    def record_event(self, events):
+        """Log the events that have gathered, in the order they arrived."""
+        rows = [{"event_id": event["event_id"], "type": event["type"], "source": event["source"],
+                 "need_id": event.get("need_id"), "site_id": event_site(event),
+                 "occurred_at": datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
+                 "body": scrub(event)} for event in events if event["type"] not in PRIVATE_TYPES]
+        # One statement, its own transaction; a copy redelivered finds its row and adds nothing.
+        table = EventLogEntry.__table__
+        with self.accounts.store.autocommit_engine.connect() as connection:
+            insert_missing_rows(connection, table, rows, (table.c.event_id,))
 
     def _events_after(self, actor, query, limit):
         stmt = sa.select(EventLogEntry).where(EventLogEntry.seq > query["after"]).order_by(EventLogEntry.seq)

@@ -6,13 +6,22 @@ is gone. ``event_handler`` here republishes a failed message to a delay queue
 to the handler's queue, and after the last delay parks it in the service's
 dead-letter queue ``lastmile.dead.<service>`` for ``python -m lastmile.deadletters``.
 Only then is the original acked, so a poison message never blocks the queue.
+
+``event_batch_handler`` and ``event_batch_stream`` call their method with a list of
+events: those that gathered on the queue in the 0.1 s after the first, or while the
+previous call ran (up to ``LASTMILE_MAX_WORKERS``, the queue's prefetch), so that one
+worker and one transaction serve many. When the method raises, each event is handled
+again on its own, so only the one that fails is retried and dead-lettered.
 """
 import logging
 import traceback
+from functools import partial
 
+import eventlet
 from kombu import Connection, Exchange, Queue, binding
 from kombu.pools import producers
 from nameko.events import EventHandler
+from nameko.exceptions import ContainerBeingKilled
 from nameko.standalone.events import get_event_exchange
 
 from lastmile import config
@@ -162,5 +171,89 @@ class EventStreamHandler(ReliableEventHandler):
         super(EventHandler, self).setup()
 
 
+# How long a gathering handler waits for more after its first event: a notification, a
+# statistic or an event-log entry 0.1 s later is no later for anyone reading it.
+LINGER_SECONDS = 0.1
+
+
+class Gathering:
+    """Mixed into a handler: its method gets a list of the events that gathered on its
+    queue while its last call ran, instead of one event. One call at a time, so under
+    load each call takes what arrived meanwhile (at most the queue's prefetch), and
+    when idle a single event is handled at once."""
+
+    def __init__(self, *args, linger=LINGER_SECONDS, **kwargs):
+        self.linger = linger
+        super().__init__(*args, **kwargs)
+
+    def setup(self):
+        self._gathered = []
+        self._calling = False
+        super().setup()
+
+    def handle_message(self, body, message):
+        self._gathered.append((body, message))
+        if not self._calling:
+            self._calling = True
+            # The queue consumer hands over each message it has received in a greenthread
+            # scheduled before this one, so they are all gathered by the time it runs.
+            self.container.spawn_managed_thread(self._linger_then_handle, identifier=f"{self.queue.name}.gathered")
+
+    def _linger_then_handle(self):
+        # Waiting a moment for more lets one call serve several events even when the
+        # handler keeps up; what is not urgent to anyone may wait ``linger`` seconds.
+        if self.linger:
+            eventlet.sleep(self.linger)
+        self._handle_gathered()
+
+    def _handle_gathered(self):
+        gathered, self._gathered = self._gathered, []
+        if not self._spawn(gathered, partial(self._handled_together, gathered)):
+            self._calling = False
+
+    def _spawn(self, gathered, handle_result, context_data=None):
+        try:
+            self.container.spawn_worker(self, ([body for body, _ in gathered],), {},
+                                        context_data=context_data or {}, handle_result=handle_result)
+            return True
+        except ContainerBeingKilled:
+            for _, message in gathered:
+                self.queue_consumer.requeue_message(message)
+            return False
+
+    def _handled_together(self, gathered, worker_ctx, result=None, exc_info=None):
+        try:
+            if exc_info is None or len(gathered) == 1:
+                for _, message in gathered:
+                    self.handle_result(message, worker_ctx, result, exc_info)
+            else:
+                # One event failed and undid the others' work: each again on its own, so
+                # only the one that fails is retried. Not from this worker, which holds a slot.
+                log.info("%d events of %s handled together failed; handling each alone", len(gathered),
+                         self.queue.name)
+                self.container.spawn_managed_thread(partial(self._one_by_one, gathered))
+        finally:
+            if self._gathered:
+                self.container.spawn_managed_thread(self._handle_gathered, identifier=f"{self.queue.name}.gathered")
+            else:
+                self._calling = False
+        return result, exc_info
+
+    def _one_by_one(self, gathered):
+        for body, message in gathered:
+            self._spawn([(body, message)], partial(self.handle_result, message),
+                        context_data=self.unpack_message_headers(message))
+
+
+class GatheringEventHandler(Gathering, ReliableEventHandler):
+    pass
+
+
+class GatheringEventStreamHandler(Gathering, EventStreamHandler):
+    pass
+
+
 event_handler = ReliableEventHandler.decorator
 event_stream = EventStreamHandler.decorator
+event_batch_handler = GatheringEventHandler.decorator
+event_batch_stream = GatheringEventStreamHandler.decorator

@@ -154,6 +154,26 @@ def insert_missing(session, table, **values):
     return session.execute(_insert(session, table).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
+def insert_missing_rows(session, table, rows, returning):
+    """``insert_missing`` for many rows in one statement; the ``returning`` columns of
+    the rows it inserted, as a set of tuples."""
+    if not rows:
+        return set()
+    stmt = _insert(session, table).values(rows).on_conflict_do_nothing().returning(*returning)
+    return {tuple(row) for row in session.execute(stmt)}
+
+
+def upsert(session, table, values, changes):
+    """The row of ``table`` whose primary key ``values`` hold, made from ``values``
+    when missing, else given ``changes`` (column name → value, or an SQL expression of
+    the row's columns); locked until the transaction ends and returned as it now is.
+    One statement, INSERT … ON CONFLICT DO UPDATE … RETURNING, without the ORM."""
+    keys = [column.name for column in table.primary_key]
+    stmt = _insert(session, table).values(**values)
+    changes = changes or {keys[0]: stmt.excluded[keys[0]]}  # a write that changes nothing, for the lock
+    return session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes).returning(*table.c)).one()
+
+
 def locked_row(session, model, **values):
     """The row of ``model`` whose primary key ``values`` hold, locked until the
     transaction ends (as SELECT … FOR UPDATE), made from ``values`` first when it is

@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import sessionmaker
 
 from lastmile import config, logs
-from lastmile.db import AUTOCOMMIT_POOL_SIZE, insert_missing, make_engine, migrate, utcnow
+from lastmile.db import AUTOCOMMIT_POOL_SIZE, insert_missing, insert_missing_rows, make_engine, migrate, utcnow
 from lastmile.events import make_event
 from lastmile.metrics import EVENTS_CONSUMED
 from lastmile.outbox import OutboxRelay
@@ -73,6 +73,23 @@ class UnitOfWork:
         if not first:
             EVENTS_CONSUMED.labels(consumer, "duplicate").inc()
         return first
+
+    def first_deliveries(self, session, events, consumer):
+        """``first_delivery`` for a list of events in one statement: those not yet
+        consumed by ``consumer`` (a name, or a function of the event giving it), each
+        once, in their order; the rest are copies and change nothing."""
+        name_of = consumer if callable(consumer) else (lambda event: consumer)
+        keyed = {}
+        for event in events:
+            keyed.setdefault((event["event_id"], name_of(event)), event)
+        now = utcnow()
+        # In key order, so two replicas marking the same events take their locks in one order.
+        rows = [{"event_id": event_id, "consumer": name, "consumed_at": now} for event_id, name in sorted(keyed)]
+        table = self._store.consumed
+        marked = insert_missing_rows(session, table, rows, (table.c.event_id, table.c.consumer))
+        for event_id, name in keyed.keys() - marked:
+            EVENTS_CONSUMED.labels(name, "duplicate").inc()
+        return [event for key, event in keyed.items() if key in marked]
 
     def prune_messaging(self):
         return self._store.prune_messaging()
