@@ -10,8 +10,8 @@ from nameko.timer import timer
 
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.consumer import event_handler
-from lastmile.db import insert_missing, is_postgres, locked_row, paged, utcnow
+from lastmile.consumer import event_batch_handler, event_handler
+from lastmile.db import insert_missing, is_postgres, locked_row, paged, upsert, utcnow
 from lastmile.errors import EXPECTED, Forbidden, NotFound, NotReady
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -244,99 +244,109 @@ class NotificationsService(LastmileService):
             contact.phone, contact.updated_at = data.get("phone"), now
         log.info("contact of %s %s: %s", data["role"], data["id"], mask_phone(data.get("phone")))
 
-    @event_handler("needs", "need_submitted")
-    def on_need_submitted(self, event):
-        self._notify(event)
+    @event_batch_handler("needs", "need_submitted")
+    def on_need_submitted(self, events):
+        self._notify(events)
 
-    @event_handler("needs", "need_approved")
-    def on_need_approved(self, event):
-        self._notify(event)
+    @event_batch_handler("needs", "need_approved")
+    def on_need_approved(self, events):
+        self._notify(events)
 
-    @event_handler("needs", "need_rejected")
-    def on_need_rejected(self, event):
-        self._notify(event)
+    @event_batch_handler("needs", "need_rejected")
+    def on_need_rejected(self, events):
+        self._notify(events)
 
-    @event_handler("needs", "need_cancelled")
-    def on_need_cancelled(self, event):
-        self._notify(event)
+    @event_batch_handler("needs", "need_cancelled")
+    def on_need_cancelled(self, events):
+        self._notify(events)
 
-    @event_handler("needs", "need_status_changed")
-    def on_need_status_changed(self, event):
-        self._notify(event)
+    @event_batch_handler("needs", "need_status_changed")
+    def on_need_status_changed(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "offer_made")
-    def on_offer_made(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "offer_made")
+    def on_offer_made(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "offer_withdrawn")
-    def on_offer_withdrawn(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "offer_withdrawn")
+    def on_offer_withdrawn(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "order_assigned")
-    def on_order_assigned(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "order_assigned")
+    def on_order_assigned(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "order_reassigned")
-    def on_order_reassigned(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "order_reassigned")
+    def on_order_reassigned(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "order_escalated")
-    def on_order_escalated(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "order_escalated")
+    def on_order_escalated(self, events):
+        self._notify(events)
 
-    @event_handler("dispatch", "order_unfilled")
-    def on_order_unfilled(self, event):
-        self._notify(event)
+    @event_batch_handler("dispatch", "order_unfilled")
+    def on_order_unfilled(self, events):
+        self._notify(events)
 
-    @event_handler("ratings", "rating_flagged")
-    def on_rating_flagged(self, event):
-        self._notify(event)
+    @event_batch_handler("ratings", "rating_flagged")
+    def on_rating_flagged(self, events):
+        self._notify(events)
 
-    @event_handler("ratings", "follow_up_escalated")
-    def on_follow_up_escalated(self, event):
-        self._notify(event)
+    @event_batch_handler("ratings", "follow_up_escalated")
+    def on_follow_up_escalated(self, events):
+        self._notify(events)
 
-    def _notify(self, event):
+    def _notify(self, events):
+        """Fold the events into what is known of their needs and deliver what each
+        calls for, all in one transaction."""
         now = utcnow()
         with self.db.session() as session:
-            if not self.db.first_delivery(session, event, f"notifications.{event['type']}"):
-                return
-            need = self._learn(session, event, now)
-            if need is None and event["type"] in domain.NEEDS_FACTS:
-                raise NotReady(f"need {event.get('need_id')} is not known yet")
-            self.notifier.deliver(session, domain.plan(event, need, now), now)
+            for event in self.db.first_deliveries(session, events, lambda event: f"notifications.{event['type']}"):
+                need = self._learn(session, event, now)
+                if need is None and event["type"] in domain.NEEDS_FACTS:
+                    raise NotReady(f"need {event.get('need_id')} is not known yet")
+                self.notifier.deliver(session, domain.plan(event, need, now), now)
 
     def _learn(self, session, event, now):
-        """Fold the event into what is known of its need; that knowledge, or None."""
+        """Fold the event into what is known of its need; that knowledge, or None.
+        One statement: the facts are made or changed, and read back, at once."""
         need_id, kind, data = event.get("need_id"), event["type"], event.get("data") or {}
         if not need_id:
             return None
-        snapshot = (data.get("need") if kind == "order_assigned" else data) if kind in SNAPSHOT_EVENTS else None
-        if snapshot:
-            row = locked_row(session, NeedFact, need_id=need_id, title="", urgency="normal", reviewed=False,
-                             review_alerted=False, closed=False, updated_at=now)
-            row.title = (snapshot.get("title") or row.title or "")[:200]
-            row.site_id = snapshot.get("site_id") or row.site_id
-            row.urgency = snapshot.get("urgency") or row.urgency
-            row.owner_id = snapshot.get("owner_id") or row.owner_id
-            row.collector_id = snapshot.get("collector_id") or row.collector_id
-            row.window_start = domain.parse_time(snapshot.get("window_start")) or row.window_start
-            row.updated_at = now
-        else:
-            row = session.get(NeedFact, need_id, with_for_update=kind == "order_reassigned")
-            if row is None:
-                return None
-        if kind == "need_submitted" and row.submitted_at is None:
-            row.submitted_at = domain.parse_time(event["occurred_at"])
+        table = NeedFact.__table__
+        changes = {}
+        if kind == "need_submitted":
+            submitted = sa.literal(domain.parse_time(event["occurred_at"]), table.c.submitted_at.type)
+            changes["submitted_at"] = sa.func.coalesce(table.c.submitted_at, submitted)
         if kind in ("need_approved", "need_rejected", "need_cancelled") or (
                 kind == "need_status_changed" and data.get("from") == "submitted"):
-            row.reviewed = True
+            changes["reviewed"] = True
         if kind in ("need_rejected", "need_cancelled") or (
                 kind == "need_status_changed" and data.get("to") in domain.CLOSED_STATUSES):
-            row.closed = True
+            changes["closed"] = True
         if kind == "order_assigned":
-            row.assignee_user_id = data.get("user_id")
-        if kind == "order_reassigned" and row.assignee_user_id == data.get("previous_user_id"):
-            row.assignee_user_id = None
-        return facts_of(row)
+            changes["assignee_user_id"] = data.get("user_id")
+        if kind == "order_reassigned":
+            changes["assignee_user_id"] = sa.case(
+                (table.c.assignee_user_id == data.get("previous_user_id"), None), else_=table.c.assignee_user_id)
+        snapshot = (data.get("need") if kind == "order_assigned" else data) if kind in SNAPSHOT_EVENTS else None
+        if snapshot:
+            # What the snapshot tells replaces what was known; what it leaves out is kept.
+            told = {"title": (snapshot.get("title") or "")[:200], "site_id": snapshot.get("site_id"),
+                    "urgency": snapshot.get("urgency"), "owner_id": snapshot.get("owner_id"),
+                    "collector_id": snapshot.get("collector_id"),
+                    "window_start": domain.parse_time(snapshot.get("window_start"))}
+            told = {name: value for name, value in told.items() if value}
+            changes.update(told, updated_at=now)
+            made = {"title": "", "urgency": "normal", "reviewed": False, "review_alerted": False, "closed": False,
+                    **{name: value for name, value in changes.items() if not isinstance(value, sa.ColumnElement)}}
+            if kind == "need_submitted":
+                made["submitted_at"] = domain.parse_time(event["occurred_at"])
+            return facts_of(upsert(session, table, {"need_id": need_id, **made}, changes))
+        if changes:
+            row = session.execute(sa.update(table).where(table.c.need_id == need_id).values(**changes)
+                                  .returning(*table.c)).first()
+        else:
+            row = session.execute(sa.select(table).where(table.c.need_id == need_id)).first()
+        return facts_of(row) if row is not None else None
 

@@ -10,8 +10,8 @@ from nameko.timer import timer
 
 from lastmile import config, sites
 from lastmile.auth import Actor
-from lastmile.consumer import event_handler
-from lastmile.db import is_postgres, locked_row, new_id, paged, utcnow
+from lastmile.consumer import event_batch_handler, event_handler
+from lastmile.db import is_postgres, locked_row, new_id, paged, upsert, utcnow
 from lastmile.errors import EXPECTED, Conflict, Forbidden, InvalidInput, NotFound
 from lastmile.events import isoformat
 from lastmile.service import LastmileService
@@ -243,28 +243,25 @@ class RatingsService(LastmileService):
                        for day in sorted(set(needs_by_day) | set(hours_by_day))},
         }
 
-    @event_handler("needs", "need_submitted")
-    def report_submitted(self, event):
-        self._report(event, "ratings.report_submitted",
-                     lambda report, at: setattr(report, "submitted_at", report.submitted_at or at))
+    @event_batch_handler("needs", "need_submitted")
+    def report_submitted(self, events):
+        self._report(events, "ratings.report_submitted", lambda event, at: {"submitted_at": at},
+                     first_only=("submitted_at",))
 
-    @event_handler("needs", "need_status_changed")
-    def report_status(self, event):
-        def apply(report, at):
-            report.status = event["data"]["to"]
-            if event["data"]["to"] == "dispatching" and report.approved_at is None:
-                report.approved_at = at
+    @event_batch_handler("needs", "need_status_changed")
+    def report_status(self, events):
+        def told(event, at):
+            to = event["data"]["to"]
+            return {"status": to, "approved_at": at} if to == "dispatching" else {"status": to}
 
-        self._report(event, "ratings.report_status", apply)
+        self._report(events, "ratings.report_status", told, first_only=("approved_at",))
 
-    @event_handler("dispatch", "order_assigned")
-    def report_assigned(self, event):
-        def apply(report, at):
-            if report.accepted_at is None:  # the first acceptance counts, not a reassignment
-                report.accepted_at = at
-                report.minutes_to_accept = event["data"].get("minutes_to_accept")
-
-        self._report(event, "ratings.report_assigned", apply, snapshot=event["data"].get("need"))
+    @event_batch_handler("dispatch", "order_assigned")
+    def report_assigned(self, events):
+        # The first acceptance counts, not a reassignment.
+        self._report(events, "ratings.report_assigned",
+                     lambda event, at: {"accepted_at": at, "minutes_to_accept": event["data"].get("minutes_to_accept")},
+                     first_only=("accepted_at", "minutes_to_accept"), snapshot=lambda event: event["data"].get("need"))
 
     @event_handler("volunteers", "hours_credited")
     def report_hours(self, event):
@@ -276,22 +273,31 @@ class RatingsService(LastmileService):
                                       category=data.get("category"), hours=data["hours"],
                                       service_date=date.fromisoformat(data["service_date"])))
 
-    def _report(self, event, consumer, apply, snapshot=None):
-        snapshot = snapshot or event["data"]
-        at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    def _report(self, events, consumer, told, first_only=(), snapshot=None):
+        """Fold each event into its need's report row, all in one transaction: the row
+        takes the values ``told(event, when)`` gives, except those named in
+        ``first_only``, which keep theirs once the first of them has one."""
+        table = ReportNeed.__table__
         with self.db.session() as session:
-            if not self.db.first_delivery(session, event, consumer):
-                return
-            # Events of one need arrive on several queues at once: create without racing.
-            apply(locked_row(session, ReportNeed, need_id=event["need_id"], site_id=snapshot["site_id"],
-                             category=snapshot["category"], status="submitted"), at)
+            for event in self.db.first_deliveries(session, events, consumer):
+                need = (snapshot(event) if snapshot else None) or event["data"]
+                values = told(event, datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")))
+                changes = {}
+                for name, value in values.items():
+                    value = sa.literal(value, table.c[name].type)
+                    if name in first_only:
+                        value = sa.case((table.c[first_only[0]].is_(None), value), else_=table.c[name])
+                    changes[name] = value
+                # Events of one need arrive on several queues at once: made without racing.
+                upsert(session, table, {"need_id": event["need_id"], "site_id": need["site_id"],
+                                        "category": need["category"], "status": "submitted", **values}, changes)
 
     @event_handler("volunteers", "service_completed")
     def on_service_completed(self, event):
         data = event["data"]
-        self._report(event, "ratings.report_completed", lambda report, at: (
-            setattr(report, "completed_at", report.completed_at or at),
-            setattr(report, "people_served", data.get("beneficiaries_served"))))
+        self._report([event], "ratings.report_completed",
+                     lambda event, at: {"completed_at": at, "people_served": data.get("beneficiaries_served")},
+                     first_only=("completed_at",))
         with self.db.session() as session:
             if not self.db.first_delivery(session, event, "ratings.service_completed"):
                 return

@@ -513,6 +513,28 @@ def test_an_assigned_volunteer_is_reminded_once_before_the_window(world):
     assert world.wait_texts(volunteer["phone"], 1) == [SIGN + reminder["body"]]
 
 
+def test_a_volunteer_relieved_of_an_order_is_told_and_not_reminded(world):
+    volunteer, other, resident = world.person("volunteer"), world.person("volunteer"), world.person("resident")
+    need = world.need(resident, title="陪老人看病",
+                      window_start=isoformat(datetime.now(timezone.utc) + timedelta(minutes=30)))
+    assigned = {"order_id": "o", "offer_id": "f", "volunteer_id": "v", "volunteer_name": "小李", "team_id": None,
+                "minutes_to_accept": 1.0, "need": need}
+
+    def release(person):
+        world.publish("dispatch", "order_reassigned", {"order_id": "o", "volunteer_id": "v",
+                                                       "previous_user_id": person["id"]}, need["need_id"])
+
+    world.publish("dispatch", "order_assigned", {**assigned, "user_id": volunteer["id"]}, need["need_id"])
+    release(volunteer)
+    assert world.rpc.notifications.send_reminders() == 0  # nobody holds the order now
+    assert [n["kind"] for n in world.inbox(volunteer)["items"]] == ["assignment_withdrawn"]
+
+    world.publish("dispatch", "order_assigned", {**assigned, "user_id": other["id"]}, need["need_id"])
+    release(volunteer)  # told late of the first release: the order stays with the one holding it
+    assert world.rpc.notifications.send_reminders() == 1
+    assert [n["kind"] for n in world.inbox(other)["items"]] == ["window_reminder"]
+
+
 def test_the_inbox_pages_filters_unread_marks_read_per_person_and_masks_phones(world, site_tree, monkeypatch):
     monkeypatch.setenv("LASTMILE_SMS_PER_HOUR", "0")  # six SMS to one resident here
     resident, volunteer = world.person("resident"), world.person("volunteer")

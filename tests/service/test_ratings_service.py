@@ -280,6 +280,9 @@ def test_figures_match_a_scenario_whose_truth_is_known(ratings, site_tree, infra
         if accept_after is not None:
             event("dispatch", "order_assigned", need_id,
                   {"need": snapshot, "minutes_to_accept": float(accept_after), "volunteer_id": "v"}, 5 + accept_after)
+            # A reassignment later on: the first acceptance is the one that counts.
+            event("dispatch", "order_assigned", need_id,
+                  {"need": snapshot, "minutes_to_accept": 500.0, "volunteer_id": "w"}, 60)
             event("volunteers", "service_completed", need_id,
                   {**snapshot, "volunteer_id": "v", "beneficiaries_served": served, "owner_id": "o"}, 120)
             event("volunteers", "hours_credited", need_id,
