@@ -316,7 +316,7 @@ class DispatchService(LastmileService):
             self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
                                                     "site_id": order.site_id, "category": order.category},
                          need_id=order.need_id)
-            self._advance(session, order, now)
+            self._advance(session, order, now, new=True)
 
     @event_handler("needs", "need_cancelled")
     def on_need_cancelled(self, event):
@@ -412,23 +412,23 @@ class DispatchService(LastmileService):
 
     # ---- the engine ------------------------------------------------------------------
 
-    def _advance(self, session, order, now):
+    def _advance(self, session, order, now, new=False):
         """Make the next offers of a dispatching order, widening the search when a
-        level is exhausted and giving up as ``unfilled`` past the district."""
+        level is exhausted and giving up as ``unfilled`` past the district. A ``new``
+        order has no offers yet: nothing to look up about them."""
         if order.status != domain.DISPATCHING:
             return
-        pending = session.scalar(
+        if not new and session.scalar(
             sa.select(sa.func.count()).select_from(Offer)
             .where(Offer.order_id == order.id, Offer.status == domain.PENDING)
-        )
-        if pending:
+        ):
             return
         policy = self.policy
         _, at_once, deadline = policy.strategy(order.urgency, order.category)
         too_late = domain.window_started(need_facts(order).window_start, now)
         while True:
             wanted = 0 if too_late else domain.offers_to_make(policy, order.level, order.offers_at_level, at_once)
-            ranked = self._ranked_candidates(session, order, policy, wanted) if wanted else []
+            ranked = self._ranked_candidates(session, order, policy, wanted, new) if wanted else []
             if ranked:
                 for candidate, total, parts in ranked[:wanted]:
                     self._make_offer(session, order, candidate, total, parts, now + deadline)
@@ -447,11 +447,12 @@ class DispatchService(LastmileService):
             order.level = following
             order.offers_at_level = 0
 
-    def _ranked_candidates(self, session, order, policy, wanted):
+    def _ranked_candidates(self, session, order, policy, wanted, new=False):
         """The ``wanted`` best candidates at the order's level, best first, exactly as
         domain.rank would order every eligible candidate (services/dispatch/matching.py)."""
         scope = domain.level_site(order.site_id, order.level)
-        offered = set(session.scalars(sa.select(Offer.volunteer_id).where(Offer.order_id == order.id)))
+        offered = set() if new else set(
+            session.scalars(sa.select(Offer.volunteer_id).where(Offer.order_id == order.id)))
         return matching.ranked(session, need_facts(order), scope, offered, policy, wanted)
 
     def _make_offer(self, session, order, candidate, total, parts, deadline, manual=False, team_id=None):
