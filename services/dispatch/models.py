@@ -1,5 +1,5 @@
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from lastmile.db import UTCDateTime
 from lastmile.outbox import messaging_tables
@@ -123,6 +123,9 @@ class Offer(Base):
     reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
     created_at = mapped_column(UTCDateTime, nullable=False)
     responded_at = mapped_column(UTCDateTime, nullable=True)
+    # Never loaded (order_id is what the code sets and reads): it tells a flush to insert
+    # an order before the offers that refer to it.
+    order: Mapped[Order] = relationship(lazy="raise")
 
     __table_args__ = (sa.Index("ix_offers_pending_deadline", "status", "deadline"),)
 

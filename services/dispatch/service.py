@@ -311,12 +311,14 @@ class DispatchService(LastmileService):
                 level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
                 created_at=now, updated_at=now,
             )
-            session.add(order)
-            session.flush()
-            self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
-                                                    "site_id": order.site_id, "category": order.category},
-                         need_id=order.need_id)
-            self._advance(session, order, now, new=True)
+            # Written once, with its first offers, when the transaction commits: not
+            # inserted first and then updated for each offer made.
+            with session.no_autoflush:
+                session.add(order)
+                self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
+                                                        "site_id": order.site_id, "category": order.category},
+                             need_id=order.need_id)
+                self._advance(session, order, now, new=True)
 
     @event_handler("needs", "need_cancelled")
     def on_need_cancelled(self, event):
@@ -464,7 +466,6 @@ class DispatchService(LastmileService):
         session.add(offer)
         order.offers_at_level += 0 if manual else 1
         candidate.recent_offers += 1
-        session.flush()
         self.db.emit(session, "offer_made", self._offer_data(offer, order), need_id=order.need_id)
         return offer
 
