@@ -9,7 +9,7 @@ from nameko.timer import timer
 
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.consumer import event_handler
+from lastmile.consumer import event_batch_handler, event_handler
 from lastmile.db import is_postgres, new_id, paged, utcnow
 from lastmile.errors import EXPECTED, Conflict, InvalidInput, NotFound
 from lastmile.events import isoformat
@@ -295,30 +295,35 @@ class DispatchService(LastmileService):
 
     # ---- facts from other services -------------------------------------------------
 
-    @event_handler("needs", "need_approved")
-    def on_need_approved(self, event):
-        data = event["data"]
+    # Gathered without lingering: one approval is dispatched at once, and when approvals
+    # come faster than dispatch keeps up, those waiting are dispatched in one transaction.
+    @event_batch_handler("needs", "need_approved", linger=0)
+    def on_need_approved(self, events):
         now = utcnow()
         with self.db.session() as session:
-            if not self.db.first_delivery(session, event, "dispatch.need_approved"):
-                return
-            if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
-                return  # cancelled before we heard of the approval
-            strategy, _, _ = self.policy.strategy(data["urgency"], data["category"])
-            order = Order(
-                id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
-                category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
-                level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
-                created_at=now, updated_at=now,
-            )
-            # Written once, with its first offers, when the transaction commits: not
-            # inserted first and then updated for each offer made.
-            with session.no_autoflush:
-                session.add(order)
-                self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
-                                                        "site_id": order.site_id, "category": order.category},
-                             need_id=order.need_id)
-                self._advance(session, order, now, new=True)
+            for event in self.db.first_deliveries(session, events, "dispatch.need_approved"):
+                self._open_order(session, event, now)
+
+    def _open_order(self, session, event, now):
+        """The order for an approved need, and its first offers."""
+        data = event["data"]
+        if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
+            return  # cancelled before we heard of the approval
+        strategy, _, _ = self.policy.strategy(data["urgency"], data["category"])
+        order = Order(
+            id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
+            category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
+            level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
+            created_at=now, updated_at=now,
+        )
+        # Written once, with its first offers, at the session's next flush: not inserted
+        # first and then updated for each offer made.
+        with session.no_autoflush:
+            session.add(order)
+            self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
+                                                    "site_id": order.site_id, "category": order.category},
+                         need_id=order.need_id)
+            self._advance(session, order, now, new=True)
 
     @event_handler("needs", "need_cancelled")
     def on_need_cancelled(self, event):

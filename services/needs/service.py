@@ -298,7 +298,8 @@ class NeedsService(LastmileService):
                     if earlier.request_fingerprint != request_print:
                         raise Conflict("This Idempotency-Key was used with another request", {"idempotency_key": idempotency_key})
                     return {"need": need_view(earlier, self._history(session, earlier.id), actor), "created": False}
-            site = session.get(Site, data["site_id"])
+            # Read without the ORM (a row, not an object to track): every submission asks.
+            site = session.execute(sa.select(Site.__table__).where(Site.id == data["site_id"])).first()
             domain.check_station(site_view(site) if site else None)
             if data["project_id"]:
                 project = session.get(Project, data["project_id"])
@@ -546,6 +547,6 @@ class NeedsService(LastmileService):
         ).all()
 
     def _require_category(self, session, code):
-        category = session.get(Category, code)
-        if category is None or not category.active:
+        active = session.scalar(sa.select(Category.active).where(Category.code == code))
+        if not active:
             raise InvalidInput("Unknown category", {"category": [f"Unknown category {code}."]})

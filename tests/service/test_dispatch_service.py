@@ -460,6 +460,21 @@ def test_a_redelivered_approval_opens_one_order_and_one_first_offer(world):
     assert len(world.offers_of(first)) == 1 and world.offers_of(second) == []
 
 
+def test_a_burst_of_approvals_opens_one_order_and_one_first_offer_each(world):
+    tree = world.tree
+    for km in (0.0, 1.0, 2.0):
+        world.volunteer(tree["station"], km=km)
+    # Published back to back, they wait on the queue together and are dispatched together.
+    events = [world.approve() for _ in range(12)]
+    publish_event(world.uri, "needs", "need_approved", {}, event=events[3])  # a copy among them
+    for event in events:
+        world.offer_made(event["need_id"])
+    world.tap.drain(1.0)
+    for event in events:
+        assert world.types(event["need_id"]) == ["order_created", "offer_made"]
+        assert len(world.order(event["need_id"])["offers"]) == 1
+
+
 # ------------------------------------------------------------------ staff dispatch by hand
 
 
