@@ -106,8 +106,8 @@ def make_engine(service_name, pool_size=POOL_SIZE, autocommit=False):
         # for PostgreSQL; this hands each wait to eventlet's hub instead.
         psycogreen.eventlet.patch_psycopg()
     ensure_database(url)
+    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.get_backend_name() == "sqlite":
-        options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **options)
 
         @sa.event.listens_for(engine, "connect")
@@ -118,7 +118,6 @@ def make_engine(service_name, pool_size=POOL_SIZE, autocommit=False):
             cursor.close()
 
         return engine
-    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     engine = sa.create_engine(url, pool_size=pool_size, max_overflow=0, **options)
     sa.event.listen(engine, "checkout", _refuse_closed_connection)
     return engine

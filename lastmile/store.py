@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import sessionmaker
 
 from lastmile import config, logs
-from lastmile.db import AUTOCOMMIT_POOL_SIZE, insert_missing, insert_missing_rows, make_engine, migrate, utcnow
+from lastmile.db import AUTOCOMMIT_POOL_SIZE, insert_missing_rows, make_engine, migrate, utcnow
 from lastmile.events import make_event
 from lastmile.metrics import EVENTS_CONSUMED
 from lastmile.outbox import OutboxRelay
@@ -66,16 +66,10 @@ class UnitOfWork:
     def first_delivery(self, session, event, consumer):
         """Mark ``event`` consumed by ``consumer`` in this transaction; False when
         it already was, so a redelivered event changes nothing."""
-        # INSERT … ON CONFLICT DO NOTHING: a copy delivered to another replica at the
-        # same moment waits for the first to commit, then finds the row and skips.
-        first = insert_missing(session, self._store.consumed, event_id=event["event_id"], consumer=consumer,
-                               consumed_at=utcnow())
-        if not first:
-            EVENTS_CONSUMED.labels(consumer, "duplicate").inc()
-        return first
+        return bool(self.first_deliveries(session, [event], consumer))
 
     def first_deliveries(self, session, events, consumer):
-        """``first_delivery`` for a list of events in one statement: those not yet
+        """``first_delivery`` for a list of events, in one statement: those not yet
         consumed by ``consumer`` (a name, or a function of the event giving it), each
         once, in their order; the rest are copies and change nothing."""
         name_of = consumer if callable(consumer) else (lambda event: consumer)
@@ -83,7 +77,9 @@ class UnitOfWork:
         for event in events:
             keyed.setdefault((event["event_id"], name_of(event)), event)
         now = utcnow()
-        # In key order, so two replicas marking the same events take their locks in one order.
+        # INSERT … ON CONFLICT DO NOTHING: a copy delivered to another replica at the same
+        # moment waits for the first to commit, then finds the row and skips. In key order,
+        # so two replicas marking the same events take their locks in one order.
         rows = [{"event_id": event_id, "consumer": name, "consumed_at": now} for event_id, name in sorted(keyed)]
         table = self._store.consumed
         marked = insert_missing_rows(session, table, rows, (table.c.event_id, table.c.consumer))

@@ -9,7 +9,7 @@ from nameko.timer import timer
 
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.consumer import event_batch_handler, event_handler
+from lastmile.consumer import event_handler
 from lastmile.db import is_postgres, new_id, paged, utcnow
 from lastmile.errors import EXPECTED, Conflict, InvalidInput, NotFound
 from lastmile.events import isoformat
@@ -295,14 +295,13 @@ class DispatchService(LastmileService):
 
     # ---- facts from other services -------------------------------------------------
 
-    # Gathered without lingering: one approval is dispatched at once, and when approvals
-    # come faster than dispatch keeps up, those waiting are dispatched in one transaction.
-    @event_batch_handler("needs", "need_approved", linger=0)
-    def on_need_approved(self, events):
-        now = utcnow()
+    # Not gathered: approvals handled side by side overlap their waits on the database,
+    # where one transaction for those that wait on the queue would take them one by one.
+    @event_handler("needs", "need_approved")
+    def on_need_approved(self, event):
         with self.db.session() as session:
-            for event in self.db.first_deliveries(session, events, "dispatch.need_approved"):
-                self._open_order(session, event, now)
+            if self.db.first_delivery(session, event, "dispatch.need_approved"):
+                self._open_order(session, event, utcnow())
 
     def _open_order(self, session, event, now):
         """The order for an approved need, and its first offers."""

@@ -464,7 +464,7 @@ def test_a_burst_of_approvals_opens_one_order_and_one_first_offer_each(world):
     tree = world.tree
     for km in (0.0, 1.0, 2.0):
         world.volunteer(tree["station"], km=km)
-    # Published back to back, they wait on the queue together and are dispatched together.
+    # Published back to back: dispatched side by side.
     events = [world.approve() for _ in range(12)]
     publish_event(world.uri, "needs", "need_approved", {}, event=events[3])  # a copy among them
     for event in events:
