@@ -10,7 +10,7 @@ import eventlet.wsgi
 import sqlalchemy as sa
 from amqp.exceptions import ChannelError
 from kombu import Connection
-from nameko.exceptions import RemoteError, UnknownService
+from nameko.exceptions import ContainerBeingKilled, RemoteError, UnknownService
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, NotFound as NoSuchPath
@@ -43,10 +43,15 @@ def database_unavailable(error_type):
 
 
 def unexpected_error_response(exc, where):
-    """503 when the gateway's own database is unreachable, else a logged 500."""
+    """503 when the gateway's own database is unreachable or the gateway is stopping,
+    else a logged 500."""
     if isinstance(exc, sa.exc.SQLAlchemyError) and database_unavailable(type(exc).__name__):
         log.warning("database unavailable in %s: %s", where, str(exc).splitlines()[0])
         return error_response(503, "service_unavailable", "The gateway cannot reach its database; try again soon")
+    if isinstance(exc, ContainerBeingKilled):
+        # A request that reached a gateway process as it stops: another (or this one
+        # restarted) will take it.
+        return error_response(503, "service_unavailable", "The gateway is restarting; try again soon")
     log.error("unhandled error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
     return error_response(500, "internal_error", "Something went wrong on our side")
 

@@ -4,7 +4,8 @@ restarted, and a replica is added and removed. Afterwards every need must be in
 the state its history says, each service must have happened once, hours must be
 credited once per service and each rating counted once.
 
-``LASTMILE_FAULT_CYCLES`` sets the number of cycles (default 200)."""
+``LASTMILE_FAULT_CYCLES`` sets the number of cycles (default 200); cycles go on past it
+until every fault has been injected once."""
 import os
 import random
 import signal
@@ -227,9 +228,13 @@ def test_nothing_is_lost_or_doubled_while_everything_fails_in_turn(stack):
 
     tally, faults, needs = Tally(), Faults(stack), {}
     remaining = [CYCLES]
+    every_fault_injected = [False]  # however fast the cycles go, each fault meets some of them
+
+    def more_cycles():
+        return remaining[0] > 0 or not every_fault_injected[0]
 
     def crew(resident, volunteer, station):
-        while remaining[0] > 0:
+        while more_cycles():
             remaining[0] -= 1
             need_id = run_cycle(tally, resident, volunteer, staff, station)
             if need_id:
@@ -241,12 +246,13 @@ def test_nothing_is_lost_or_doubled_while_everything_fails_in_turn(stack):
 
     started = time.monotonic()
     schedule = faults.schedule()
-    while remaining[0] > 0 or pool.running() > 0:
+    while more_cycles() or pool.running() > 0:
         eventlet.sleep(5)
-        if remaining[0] > 0 and schedule:
+        if more_cycles():
+            if not schedule:
+                schedule = faults.schedule()
             schedule.pop(0)()
-        elif remaining[0] > 0:
-            schedule = faults.schedule()
+            every_fault_injected[0] = every_fault_injected[0] or not schedule
     faults.remove_replica()
     elapsed = time.monotonic() - started
 
@@ -269,10 +275,10 @@ def test_nothing_is_lost_or_doubled_while_everything_fails_in_turn(stack):
         if score["count"] != len(served):
             duplicated.append((volunteer.profile["id"], "ratings counted", score["count"], "for", len(served)))
 
-    print(f"\nfault suite: {tally.cycles_done} cycles of {CYCLES} completed in {elapsed:.0f} s; "
+    print(f"\nfault suite: {tally.cycles_done} cycles (at least {CYCLES}) completed in {elapsed:.0f} s; "
           f"{len(faults.injected)} faults injected: {', '.join(faults.injected)}")
     print(f"fault suite: answers retried during faults: {tally.transient}")
     print(f"fault suite: lost {len(lost)}, duplicated {len(duplicated)}, unexpected answers {len(tally.unexpected)}")
-    assert len(needs) == CYCLES and tally.cycles_done == CYCLES
-    assert len(faults.injected) >= 9
+    assert len(needs) >= CYCLES and tally.cycles_done == len(needs)
+    assert len(faults.injected) >= len(faults.schedule())
     assert lost == [] and duplicated == [] and tally.unexpected == []

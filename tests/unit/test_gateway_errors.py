@@ -1,12 +1,15 @@
-"""Which database errors the gateway answers with 503 (retry soon) rather than 500."""
+"""Which errors the gateway answers with 503 (retry soon) rather than 500."""
+import json
+
 import psycopg2
 import psycopg2.errors
 import pytest
 import sqlalchemy as sa
+from nameko.exceptions import ContainerBeingKilled
 
 from werkzeug.routing import RequestRedirect
 
-from gateway.http import database_unavailable, http_exception_response
+from gateway.http import database_unavailable, http_exception_response, unexpected_error_response
 
 def sqlalchemy_error_name(sqlstate):
     """The class name under which a service reports a server's error with this SQLSTATE,
@@ -37,3 +40,10 @@ def test_a_redirect_keeps_its_location():
     answer = http_exception_response(RequestRedirect("http://127.0.0.1:8000/console/"))
     assert answer.status_code == 308 and answer.headers["Location"] == "http://127.0.0.1:8000/console/"
     assert answer.json == {"location": "http://127.0.0.1:8000/console/"}
+
+
+def test_a_request_reaching_a_stopping_gateway_is_unavailable_not_an_error():
+    response = unexpected_error_response(ContainerBeingKilled(), "list_offers")
+    assert response.status_code == 503
+    assert json.loads(response.get_data())["error"]["code"] == "service_unavailable"
+    assert unexpected_error_response(RuntimeError("a bug"), "list_offers").status_code == 500
