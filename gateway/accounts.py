@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from gateway.models import Account, ApiKey, LoginFailures, Setting
 from lastmile import config
 from lastmile.auth import Actor
-from lastmile.db import insert_missing, locked_row, new_id, utcnow
+from lastmile.db import insert_missing, is_postgres, locked_row, new_id, utcnow
 from lastmile.events import isoformat, make_event
 from lastmile.errors import Conflict, Forbidden, InvalidInput, LastmileError, NotFound, Unauthorized
 from lastmile.store import Store
@@ -177,8 +177,14 @@ class Accounts:
     def issue_token(self, phone, password):
         now = utcnow()
         with self.store.Session.begin() as session:
-            failures = locked_row(session, LoginFailures, phone=phone, count=0, locked_until=None)
-            if failures.locked_until and failures.locked_until > now:
+            if is_postgres(session):
+                # Locked (made first if missing): logins to one phone take turns, so every guess counts.
+                failures = locked_row(session, LoginFailures, phone=phone, count=0, locked_until=None)
+            else:
+                # SQLite would lock its whole file for that write, and the hash check below yields:
+                # any other write of this process would then block the process, and the check with it.
+                failures = session.get(LoginFailures, phone)
+            if failures is not None and failures.locked_until and failures.locked_until > now:
                 wait = int((failures.locked_until - now).total_seconds()) + 1
                 raise TooManyLogins("Too many failed logins for this phone; try again later",
                                     {"retry_after": wait}, retry_after=wait)
@@ -198,7 +204,7 @@ class Accounts:
     def _count_failure(self, phone, now):
         # Its own transaction: the failure must count even though the login fails.
         with self.store.Session.begin() as session:
-            failures = session.get(LoginFailures, phone, with_for_update=True, populate_existing=True)
+            failures = locked_row(session, LoginFailures, phone=phone, count=0, locked_until=None)
             failures.count += 1
             if failures.count >= MAX_FAILED_LOGINS:
                 failures.count, failures.locked_until = 0, now + LOCKOUT
