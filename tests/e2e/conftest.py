@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,11 +82,19 @@ def stack(stack_environment):
         # A loaded test machine can be slower than the 1.8 s a district's server is given.
         "LASTMILE_RPC_TIMEOUT": "10",
     })
+    base = f"http://127.0.0.1:{port}"
+    with running_stack(env, "--demo") as (process, _):
+        yield {"base": base, "api": base + "/api/v1", "env": env, "process": process}
+
+
+@contextmanager
+def running_stack(env, *args):
+    """``python -m lastmile.stack`` with ``args``, from the moment it is ready until the
+    end of the block: (the process, the lines it printed until then)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "lastmile.stack", "--demo", "--ready-timeout", "120"],
+        [sys.executable, "-m", "lastmile.stack", "--ready-timeout", "120", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 150
     output = []
     while True:
@@ -97,7 +106,7 @@ def stack(stack_environment):
             process.kill()
             raise RuntimeError("the stack did not start:\n" + "".join(output))
     try:
-        yield {"base": base, "api": base + "/api/v1", "env": env, "process": process}
+        yield process, output
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -2,15 +2,12 @@
 as the README's first command starts it, loads the demo data and takes a need through
 its first steps."""
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import requests
 
 from tests.conftest import isolated_environment
-from tests.e2e.conftest import ROOT, free_port
+from tests.e2e.conftest import free_port, running_stack
 from tests.support import wait_for
 
 ADMIN_PHONE, ADMIN_PASSWORD = "13800000000", "sqlite-admin-password"
@@ -24,22 +21,9 @@ def sqlite_stack(tmp_path_factory):
         env.pop("LASTMILE_DATABASE_URL")  # unset: SQLite files in LASTMILE_DATA_DIR
         env.update({"LASTMILE_PORT": str(port), "LASTMILE_ADMIN_PHONE": ADMIN_PHONE,
                     "LASTMILE_ADMIN_PASSWORD": ADMIN_PASSWORD})
-        process = subprocess.Popen([sys.executable, "-m", "lastmile.stack", "--demo", "--ready-timeout", "120"],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
-        try:
-            for line in process.stdout:
-                lines.append(line)
-                if "is ready" in line:
-                    break
-            assert any("Demo data loaded" in line for line in lines), "".join(lines)
+        with running_stack(env, "--demo") as (_, output):
+            assert any("Demo data loaded" in line for line in output), "".join(output)
             yield f"http://127.0.0.1:{port}/api/v1"
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def token(api, phone, password):
