@@ -167,10 +167,15 @@ def upsert(session, table, values, changes):
     when missing, else given ``changes`` (column name → value, or an SQL expression of
     the row's columns); locked until the transaction ends and returned as it now is.
     One statement, INSERT … ON CONFLICT DO UPDATE … RETURNING, without the ORM."""
-    keys = [column.name for column in table.primary_key]
-    stmt = _insert(session, table).values(**values)
+    return session.execute(_upsert(session, table, values, changes).returning(*table.c)).one()
+
+
+def _upsert(session, target, values, changes=None):
+    """INSERT … ON CONFLICT (the primary key) DO UPDATE, into a table or a mapped class."""
+    keys = [column.name for column in sa.inspect(target).primary_key]
+    stmt = _insert(session, target).values(**values)
     changes = changes or {keys[0]: stmt.excluded[keys[0]]}  # a write that changes nothing, for the lock
-    return session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes).returning(*table.c)).one()
+    return stmt.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
 def locked_row(session, model, **values):
@@ -179,9 +184,7 @@ def locked_row(session, model, **values):
     missing. One statement: INSERT … ON CONFLICT DO UPDATE (a write of the key that
     changes nothing) … RETURNING, so a transaction creating the same row at the same
     moment waits its turn instead of failing."""
-    keys = [column.name for column in sa.inspect(model).primary_key]
-    stmt = _insert(session, model).values(**values)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={keys[0]: stmt.excluded[keys[0]]}).returning(model)
+    stmt = _upsert(session, model, values).returning(model)
     return session.scalars(stmt, execution_options={"populate_existing": True}).one()
 
 

@@ -295,34 +295,30 @@ class DispatchService(LastmileService):
 
     # ---- facts from other services -------------------------------------------------
 
-    # Not gathered: approvals handled side by side overlap their waits on the database,
-    # where one transaction for those that wait on the queue would take them one by one.
     @event_handler("needs", "need_approved")
     def on_need_approved(self, event):
-        with self.db.session() as session:
-            if self.db.first_delivery(session, event, "dispatch.need_approved"):
-                self._open_order(session, event, utcnow())
-
-    def _open_order(self, session, event, now):
-        """The order for an approved need, and its first offers."""
         data = event["data"]
-        if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
-            return  # cancelled before we heard of the approval
-        strategy, _, _ = self.policy.strategy(data["urgency"], data["category"])
-        order = Order(
-            id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
-            category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
-            level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
-            created_at=now, updated_at=now,
-        )
-        # Written once, with its first offers, at the session's next flush: not inserted
-        # first and then updated for each offer made.
-        with session.no_autoflush:
-            session.add(order)
-            self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
-                                                    "site_id": order.site_id, "category": order.category},
-                         need_id=order.need_id)
-            self._advance(session, order, now, new=True)
+        now = utcnow()
+        with self.db.session() as session:
+            if not self.db.first_delivery(session, event, "dispatch.need_approved"):
+                return
+            if session.scalars(sa.select(Order.id).where(Order.need_id == event["need_id"])).first():
+                return  # cancelled before we heard of the approval
+            strategy, _, _ = self.policy.strategy(data["urgency"], data["category"])
+            order = Order(
+                id=new_id(), need_id=event["need_id"], status=domain.DISPATCHING, need=data,
+                category=data["category"], site_id=data["site_id"], urgency=data["urgency"], strategy=strategy,
+                level=domain.LEVELS[0], offers_at_level=0, approved_at=_parse_time(event["occurred_at"]),
+                created_at=now, updated_at=now,
+            )
+            # Written once, with its first offers, when the transaction commits: not
+            # inserted first and then updated for each offer made.
+            with session.no_autoflush:
+                session.add(order)
+                self.db.emit(session, "order_created", {"order_id": order.id, "strategy": strategy,
+                                                        "site_id": order.site_id, "category": order.category},
+                             need_id=order.need_id)
+                self._advance(session, order, now, new=True)
 
     @event_handler("needs", "need_cancelled")
     def on_need_cancelled(self, event):
